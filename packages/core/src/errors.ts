@@ -70,14 +70,23 @@ export class ShardlineError extends Error {
   }
 
   /** A plain object for structured logs and JSON output. */
-  toJSON(): { name: string; code: ShardlineErrorCode; message: string; details: Record<string, unknown> } {
+  toJSON(): {
+    name: string;
+    code: ShardlineErrorCode;
+    message: string;
+    details: Record<string, unknown>;
+  } {
     return { name: this.name, code: this.code, message: this.message, details: this.details };
   }
 }
 
 /** True when `value` is a {@link ShardlineError}, from this or any other copy of the package. */
 export function isShardlineError(value: unknown): value is ShardlineError {
-  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[BRAND] === true
+  );
 }
 
 /** True when `value` is a {@link ShardlineError} with the given code. */
@@ -90,7 +99,10 @@ export function hasErrorCode(value: unknown, code: ShardlineErrorCode): value is
  * system errors map to a fitting code, everything else becomes `INTERNAL` with the original
  * kept as `cause`.
  */
-export function toShardlineError(value: unknown, fallbackCode: ShardlineErrorCode = 'INTERNAL'): ShardlineError {
+export function toShardlineError(
+  value: unknown,
+  fallbackCode: ShardlineErrorCode = 'INTERNAL',
+): ShardlineError {
   if (isShardlineError(value)) return value;
   if (value instanceof Error) {
     const sys = (value as NodeJS.ErrnoException).code;
@@ -99,14 +111,21 @@ export function toShardlineError(value: unknown, fallbackCode: ShardlineErrorCod
         ? 'NOT_FOUND'
         : sys === 'ABORT_ERR' || value.name === 'AbortError'
           ? 'CANCELLED'
-          : sys === 'ENOTFOUND' || sys === 'ECONNREFUSED' || sys === 'ECONNRESET' || sys === 'EAI_AGAIN'
+          : sys === 'ENOTFOUND' ||
+              sys === 'ECONNREFUSED' ||
+              sys === 'ECONNRESET' ||
+              sys === 'EAI_AGAIN'
             ? 'NETWORK'
             : fallbackCode;
     return new ShardlineError(code, value.message, { cause: value });
   }
-  return new ShardlineError(fallbackCode, typeof value === 'string' ? value : `Non-error thrown: ${safeString(value)}`, {
-    cause: value,
-  });
+  return new ShardlineError(
+    fallbackCode,
+    typeof value === 'string' ? value : `Non-error thrown: ${safeString(value)}`,
+    {
+      cause: value,
+    },
+  );
 }
 
 function safeString(value: unknown): string {

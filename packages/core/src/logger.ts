@@ -83,7 +83,9 @@ function formatText(record: Record<string, unknown>): string {
   const parts = [`${String(time)} ${String(level).toUpperCase().padEnd(5)} ${String(msg)}`];
   for (const [key, value] of Object.entries(rest)) {
     const v = serialise(value);
-    parts.push(`${key}=${typeof v === 'string' ? (/\s/.test(v) ? JSON.stringify(v) : v) : JSON.stringify(v)}`);
+    parts.push(
+      `${key}=${typeof v === 'string' ? (/\s/.test(v) ? JSON.stringify(v) : v) : JSON.stringify(v)}`,
+    );
   }
   return parts.join(' ');
 }
@@ -100,9 +102,16 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const make = (fields: LogFields): Logger => {
     const emit = (at: Exclude<LogLevel, 'silent'>, msg: string, extra?: LogFields) => {
       if (rank[at] < rank[level]) return;
-      const record: Record<string, unknown> = { time: now().toISOString(), level: at, msg, ...fields };
+      const record: Record<string, unknown> = {
+        time: now().toISOString(),
+        level: at,
+        msg,
+        ...fields,
+      };
       if (extra) for (const [k, v] of Object.entries(extra)) record[k] = serialise(v);
-      sink.write(`${format === 'json' ? JSON.stringify(record, (_k, v) => serialise(v)) : formatText(record)}\n`);
+      sink.write(
+        `${format === 'json' ? JSON.stringify(record, (_k, v) => serialise(v)) : formatText(record)}\n`,
+      );
     };
     return {
       level,

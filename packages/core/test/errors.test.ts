@@ -12,7 +12,9 @@ describe('toShardlineError', () => {
     const converted = toShardlineError(enoent);
     expect(converted.code).toBe('NOT_FOUND');
     expect(converted.cause).toBe(enoent);
-    expect(toShardlineError(Object.assign(new Error('x'), { code: 'ECONNREFUSED' })).code).toBe('NETWORK');
+    expect(toShardlineError(Object.assign(new Error('x'), { code: 'ECONNREFUSED' })).code).toBe(
+      'NETWORK',
+    );
   });
 
   it('wraps non-errors as INTERNAL', () => {
@@ -22,7 +24,10 @@ describe('toShardlineError', () => {
   });
 
   it('recognises errors by brand and code, not by instanceof alone', () => {
-    const foreign = Object.assign(new Error('x'), { [Symbol.for('shardline.error')]: true, code: 'NUMERIC' });
+    const foreign = Object.assign(new Error('x'), {
+      [Symbol.for('shardline.error')]: true,
+      code: 'NUMERIC',
+    });
     expect(isShardlineError(foreign)).toBe(true);
     expect(hasErrorCode(foreign, 'NUMERIC')).toBe(true);
     expect(hasErrorCode(new Error('x'), 'NUMERIC')).toBe(false);

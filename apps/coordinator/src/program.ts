@@ -1,0 +1,197 @@
+/**
+ * The `shardline-coordinator` command tree. `runCli` returns the exit status instead of calling
+ * process.exit, so tests can run it in-process and the CLI lets pending writes flush.
+ */
+import { readFileSync } from 'node:fs';
+import {
+  BackendNames,
+  createLogger,
+  type LogLevel,
+  LogLevels,
+  OptimizerKinds,
+  parseBackendPreference,
+  ScheduleKinds,
+  toShardlineError,
+} from '@shardline/core';
+import { datasetNames } from '@shardline/datasets';
+import { listModels } from '@shardline/models';
+import { Command, CommanderError, Option } from 'commander';
+import { trainInProcess } from './inProcess.js';
+import {
+  nonNegativeInt,
+  nonNegativeNumber,
+  positiveInt,
+  positiveNumber,
+} from './parsers.js';
+import { createJsonReporter, createTextReporter, type ReporterStreams } from './reporter.js';
+import type { TrainConfig } from './trainConfig.js';
+
+const version = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  }
+).version;
+
+function defaultOut(): string {
+  const stamp = new Date().toISOString().replace(/[:T]/g, '-').replace(/\..*$/, '');
+  return `runs/${stamp}`;
+}
+
+/** Builds the command tree; `onTrain` receives the validated config of `train`. */
+export function buildProgram(
+  streams: ReporterStreams,
+  onTrain: (
+    config: TrainConfig,
+    flags: { inProcess: boolean; logLevel: LogLevel },
+  ) => Promise<void>,
+): Command {
+  const program = new Command('shardline-coordinator')
+    .description('Train image classifiers data-parallel with TensorFlow.js.')
+    .version(version)
+    .configureOutput({
+      writeOut: (s) => streams.stdout.write(s),
+      writeErr: (s) => streams.stderr.write(s),
+    })
+    .exitOverride();
+
+  program
+    .command('train')
+    .description(
+      'Run a whole training job. With no flags: the seed CNN on Fashion-MNIST for 30 epochs.\n' +
+        'Global batch semantics: --batch-size is the number of images behind each optimizer step, summed over all workers.',
+    )
+    .option('--in-process', 'train inside this process (no gRPC, no workers)', false)
+    .addOption(
+      new Option('--model <name>', 'model to train')
+        .choices(listModels().map((m) => m.name))
+        .default('seed-cnn'),
+    )
+    .addOption(
+      new Option('--dataset <name>', 'dataset to train on')
+        .choices([...datasetNames])
+        .default('fashion-mnist'),
+    )
+    .option(
+      '--data-dir <dir>',
+      'folder holding the dataset files (else SHARDLINE_DATA_DIR, the cache, /usr/share/datasets, download)',
+    )
+    .option('--no-download', 'never download the dataset; fail when no local copy exists')
+    .option('--epochs <n>', 'passes over the training set', positiveInt, 30)
+    .option('--batch-size <n>', 'global batch size (images per optimizer step)', positiveInt, 32)
+    .option('--learning-rate <lr>', 'peak learning rate', positiveNumber, 0.001)
+    .addOption(
+      new Option('--optimizer <kind>', 'optimizer').choices([...OptimizerKinds]).default('adam'),
+    )
+    .option('--momentum <m>', 'momentum coefficient (momentum optimizer)', nonNegativeNumber, 0.9)
+    .option('--weight-decay <wd>', 'L2 weight decay', nonNegativeNumber, 0)
+    .addOption(
+      new Option('--schedule <kind>', 'learning-rate schedule')
+        .choices([...ScheduleKinds])
+        .default('constant'),
+    )
+    .option(
+      '--warmup-epochs <n>',
+      'linear learning-rate warmup, in epochs (may be fractional)',
+      nonNegativeNumber,
+      0,
+    )
+    .option('--augment', 'random shifts and flips of training images', false)
+    .option('--seed <n>', 'seed for initialisation, shuffling and augmentation', nonNegativeInt, 42)
+    .addOption(
+      new Option('--backend <name>', 'compute backend')
+        .choices(['auto', ...BackendNames])
+        .default('auto'),
+    )
+    .option('--limit-train <n>', 'use only the first N training images (0: all)', nonNegativeInt, 0)
+    .option('--limit-test <n>', 'use only the first N test images (0: all)', nonNegativeInt, 0)
+    .option('--eval-batch-size <n>', 'images per forward pass during evaluation', positiveInt, 500)
+    .option(
+      '--out <dir>',
+      'folder for the trained model and the run summary (default: runs/<date-time>)',
+    )
+    .addOption(
+      new Option('--log-format <format>', 'json: one event per line on stdout')
+        .choices(['text', 'json'])
+        .default('text'),
+    )
+    .addOption(
+      new Option('--log-level <level>', 'log level for stderr')
+        .choices([...LogLevels])
+        .default(process.env.SHARDLINE_LOG_LEVEL ?? 'info'),
+    )
+    .action(async (opts: Record<string, unknown>) => {
+      const config: TrainConfig = {
+        model: opts.model as string,
+        dataset: opts.dataset as string,
+        ...(opts.dataDir === undefined ? {} : { dataDir: opts.dataDir as string }),
+        download: opts.download as boolean,
+        epochs: opts.epochs as number,
+        batchSize: opts.batchSize as number,
+        learningRate: opts.learningRate as number,
+        optimizer: opts.optimizer as TrainConfig['optimizer'],
+        momentum: opts.momentum as number,
+        weightDecay: opts.weightDecay as number,
+        schedule: opts.schedule as TrainConfig['schedule'],
+        warmupEpochs: opts.warmupEpochs as number,
+        seed: opts.seed as number,
+        backend: parseBackendPreference(opts.backend as string),
+        limitTrain: opts.limitTrain as number,
+        limitTest: opts.limitTest as number,
+        evalBatchSize: opts.evalBatchSize as number,
+        augment: opts.augment as boolean,
+        out: (opts.out as string | undefined) ?? defaultOut(),
+        logFormat: opts.logFormat as TrainConfig['logFormat'],
+      };
+      await onTrain(config, {
+        inProcess: opts.inProcess as boolean,
+        logLevel: opts.logLevel as LogLevel,
+      });
+    });
+  return program;
+}
+
+/**
+ * Runs the CLI with `argv` (as process.argv) and returns the exit status: 0 only when the job
+ * finished; otherwise a one-line reason is written to stderr.
+ */
+export async function runCli(argv: string[], streams: ReporterStreams): Promise<number> {
+  const program = buildProgram(streams, async (config, flags) => {
+    const logger = createLogger({
+      level: flags.logLevel,
+      format: config.logFormat,
+      sink: streams.stderr,
+    });
+    const reporter =
+      config.logFormat === 'json' ? createJsonReporter(streams) : createTextReporter(streams);
+    if (!flags.inProcess) {
+      throw toShardlineError(
+        new Error(
+          'Distributed training (coordinator with worker processes) is not part of this release yet: pass --in-process to train in this process.',
+        ),
+        'INVALID_ARGUMENT',
+      );
+    }
+    const abort = new AbortController();
+    const onSignal = () => abort.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    try {
+      await trainInProcess(config, reporter, logger, abort.signal);
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  });
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // commander already printed its message (or the help text) to stderr/stdout.
+      return error.exitCode;
+    }
+    const e = toShardlineError(error);
+    streams.stderr.write(`shardline-coordinator: ${e.message.replace(/\s*\n\s*/g, ' ')}\n`);
+    return e.code === 'CANCELLED' ? 130 : 1;
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * What a finished run leaves under `--out`: the trained model in the TensorFlow.js layers
+ * format (`model/model.json` + `model/weights.bin`) and `summary.json`, a machine-readable
+ * account of the run. Both are written atomically.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type ParamLayout, ShardlineError, writeFileAtomic } from '@shardline/core';
+import { saveModel } from '@shardline/models';
+import type * as tf from '@tensorflow/tfjs';
+import type { Evaluation } from './evaluate.js';
+import type { EpochMetrics } from './reporter.js';
+import type { TrainConfig } from './trainConfig.js';
+
+/** Everything summary.json records. */
+export interface RunRecord {
+  config: TrainConfig;
+  backend: string;
+  history: EpochMetrics[];
+  layout: ParamLayout;
+  classNames: readonly string[];
+  evaluation: Evaluation;
+  seconds: number;
+}
+
+/** Saves the model and the run summary under `out`; returns their paths. */
+export async function writeRunOutputs(
+  out: string,
+  model: tf.LayersModel,
+  record: RunRecord,
+): Promise<{ modelPath: string; summaryPath: string }> {
+  const modelPath = join(out, 'model');
+  const last = record.history[record.history.length - 1];
+  await saveModel(model, modelPath, {
+    metadata: {
+      run: {
+        dataset: record.config.dataset,
+        classNames: record.classNames,
+        testAccuracy: last?.test_accuracy,
+      },
+    },
+  });
+  const summaryPath = join(out, 'summary.json');
+  const summary = {
+    version: 1,
+    finishedAt: new Date().toISOString(),
+    seconds: record.seconds,
+    backend: record.backend,
+    config: record.config,
+    parameters: record.layout.size,
+    layoutFingerprint: record.layout.fingerprint,
+    history: record.history,
+    final: last,
+    evaluation: record.evaluation.report,
+    modelPath,
+  };
+  await writeFileAtomic(summaryPath, `${JSON.stringify(summary, null, 2)}\n`);
+  return { modelPath, summaryPath };
+}
+
+/** A prepared `--out` folder; `discardIfEmpty` removes it again if this run created it and wrote nothing. */
+export interface OutDir {
+  path: string;
+  discardIfEmpty(): Promise<void>;
+}
+
+/**
+ * Checks `out` before training starts, so a run fails in its first second rather than after
+ * hours: the folder must be creatable, and must not already hold a finished run (which this
+ * one would overwrite).
+ */
+export async function prepareOutDir(out: string): Promise<OutDir> {
+  for (const name of ['summary.json', 'model']) {
+    if (existsSync(join(out, name))) {
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        `--out ${out} already holds a run (found ${name}); it would be overwritten. Choose another --out, or move that run away first.`,
+      );
+    }
+  }
+  const created = (await mkdir(out, { recursive: true })) !== undefined;
+  return {
+    path: out,
+    async discardIfEmpty() {
+      if (created) await rmdir(out).catch(() => {});
+    },
+  };
+}

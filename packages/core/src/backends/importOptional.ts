@@ -1,0 +1,46 @@
+import { createRequire } from 'node:module';
+import { dirname, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+/**
+ * Imports an optional dependency, looking first where this package is installed, then next to
+ * the program being run and in the working directory. Apps install the native TensorFlow
+ * packages as their own optional dependencies; a library such as this one cannot always see
+ * those from its own folder (pnpm's strict layout), so it also asks from the app's side.
+ *
+ * Resolves to the module namespace, or rejects with the first error that was not "not found"
+ * (a package that is installed but fails to load says why), else a not-found error.
+ */
+export async function importOptional(specifier: string): Promise<Record<string, unknown>> {
+  try {
+    return (await import(specifier)) as Record<string, unknown>;
+  } catch (error) {
+    if (!isNotFound(error, specifier)) throw error;
+    for (const base of fallbackBases()) {
+      let resolved: string;
+      try {
+        resolved = createRequire(base).resolve(specifier);
+      } catch {
+        continue;
+      }
+      return (await import(pathToFileURL(resolved).href)) as Record<string, unknown>;
+    }
+    throw error;
+  }
+}
+
+function fallbackBases(): string[] {
+  const bases = new Set<string>();
+  const main = process.argv[1];
+  if (main) bases.add(resolve(dirname(main), 'noop.js'));
+  bases.add(resolve(process.cwd(), 'noop.js'));
+  return [...bases];
+}
+
+/** True when `error` says the module itself is missing (not one of its own imports failing). */
+export function isNotFound(error: unknown, specifier: string): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') return false;
+  const message = String((error as Error).message);
+  return message.includes(`'${specifier}'`) || message.includes(`"${specifier}"`);
+}
