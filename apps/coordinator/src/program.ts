@@ -17,12 +17,7 @@ import { datasetNames } from '@shardline/datasets';
 import { listModels } from '@shardline/models';
 import { Command, CommanderError, Option } from 'commander';
 import { trainInProcess } from './inProcess.js';
-import {
-  nonNegativeInt,
-  nonNegativeNumber,
-  positiveInt,
-  positiveNumber,
-} from './parsers.js';
+import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './parsers.js';
 import { createJsonReporter, createTextReporter, type ReporterStreams } from './reporter.js';
 import type { TrainConfig } from './trainConfig.js';
 

@@ -9,7 +9,9 @@
  * `PadV2`, `Reshape`, `Slice` and `StridedSlice` kernels, the way tfjs's own composite wasm
  * kernels are written. Every intermediate is freed with `backend.disposeData`. Where a wasm
  * kernel is slow for what training needs (`Reverse`, `MaxPoolGrad`), we work on the wasm heap
- * directly, as the backend's own `Concat` and `Slice` kernels do.
+ * directly, as the backend's own `Concat` and `Slice` kernels do; transposed matrix products
+ * (`BatchMatMul` with transpose flags, used by every dense layer's gradient) are transposed
+ * first so that they reach XNNPACK instead of a scalar loop.
  *
  * @module
  */
@@ -632,8 +634,9 @@ function batchMatMulImpl(args: {
 }
 
 /**
- * The kernel configs registered by {@link registerWasmTrainingKernels}, for tests and for callers
- * that manage kernel registration themselves.
+ * `Conv2DBackpropFilter` for wasm, which has none upstream (tensorflow/tfjs#8474): one XNNPACK
+ * forward convolution. Registered by {@link registerWasmTrainingKernels}; exported for tests and
+ * for callers that manage kernel registration themselves. Accepts an optional `dilations` attr.
  */
 export const wasmConv2DBackpropFilterConfig: KernelConfig = {
   kernelName: Conv2DBackpropFilter,
@@ -641,14 +644,17 @@ export const wasmConv2DBackpropFilterConfig: KernelConfig = {
   kernelFunc: conv2DBackpropFilterImpl as KernelFunc,
 };
 
-/** See {@link wasmConv2DBackpropFilterConfig}. */
+/**
+ * `Conv2DBackpropInput` for wasm, replacing the stock scalar loop with one XNNPACK forward
+ * convolution (about 10x faster on the seed CNN). Accepts an optional `dilations` attr.
+ */
 export const wasmConv2DBackpropInputConfig: KernelConfig = {
   kernelName: Conv2DBackpropInput,
   backendName: WASM,
   kernelFunc: conv2DBackpropInputImpl as KernelFunc,
 };
 
-/** See {@link wasmConv2DBackpropFilterConfig}. */
+/** `MaxPoolGrad` for wasm: one pass over the windows, about 2-3x faster than the stock kernel. */
 export const wasmMaxPoolGradConfig: KernelConfig = {
   kernelName: MaxPoolGrad,
   backendName: WASM,
@@ -659,11 +665,15 @@ export const wasmMaxPoolGradConfig: KernelConfig = {
   setupFunc: (backend) => stockKernels.get(MaxPoolGrad)?.setupFunc?.(backend),
 };
 
-/** See {@link wasmConv2DBackpropFilterConfig}. */
+/**
+ * `BatchMatMul` for wasm that sends transposed single-matrix products (every MatMul gradient) to
+ * XNNPACK; everything else goes to the stock kernel.
+ */
 export const wasmBatchMatMulConfig: KernelConfig = {
   kernelName: BatchMatMul,
   backendName: WASM,
   kernelFunc: batchMatMulImpl as KernelFunc,
+  // As for MaxPoolGrad: the stock kernel we delegate to needs its setup to have run.
   setupFunc: (backend) => stockKernels.get(BatchMatMul)?.setupFunc?.(backend),
 };
 

@@ -1,0 +1,15 @@
+/**
+ * @shardline/protocol: Shardline's gRPC wire contract. The messages and the CoordinatorService
+ * definition are generated from proto/shardline/v1 by ts-proto (src/gen, committed); beside
+ * them, the hand-written parts every peer needs: the protocol version check, tensor codecs
+ * (float32, float16, bfloat16), chunked transfer with checksums, ShardlineError <-> gRPC status
+ * conversion and channel/server option presets.
+ */
+
+export * from './chunking.js';
+export * from './codecs.js';
+export * from './crc32.js';
+export * from './gen/index.shardline.v1.js';
+export * from './options.js';
+export * from './status.js';
+export * from './version.js';
