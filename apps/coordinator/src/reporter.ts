@@ -78,6 +78,8 @@ export function createJsonReporter(streams: ReporterStreams): Reporter {
   };
 }
 
+const plural = (n: number, word: string) =>
+  `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
 const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
 const num = (x: number) => x.toFixed(4);
 
@@ -97,7 +99,7 @@ export function createTextReporter(streams: ReporterStreams): Reporter {
       line(
         `Training ${info.model} on ${info.dataset} (${info.mode}, backend ${info.backend}): ` +
           `${info.parameters.toLocaleString('en-US')} parameters, ${info.train_samples.toLocaleString('en-US')} training / ` +
-          `${info.test_samples.toLocaleString('en-US')} test images, ${info.epochs} epochs of ${info.steps_per_epoch} steps ` +
+          `${info.test_samples.toLocaleString('en-US')} test images, ${plural(info.epochs, 'epoch')} of ${plural(info.steps_per_epoch, 'step')} ` +
           `at batch ${info.batch_size}. Output: ${info.out}`,
       );
     },
@@ -123,7 +125,7 @@ export function createTextReporter(streams: ReporterStreams): Reporter {
     },
     done(m) {
       line(
-        `Done after ${m.epoch} epochs: test accuracy ${pct(m.test_accuracy)}. Model: ${m.model_path}; summary: ${m.summary_path}`,
+        `Done after ${plural(m.epoch, 'epoch')}: test accuracy ${pct(m.test_accuracy)}. Model: ${m.model_path}; summary: ${m.summary_path}`,
       );
     },
   };

@@ -7,9 +7,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ParamLayout, ShardlineError, writeFileAtomic } from '@shardline/core';
+import type { ClassificationReport } from '@shardline/metrics';
 import { saveModel } from '@shardline/models';
 import type * as tf from '@tensorflow/tfjs';
-import type { Evaluation } from './evaluate.js';
 import type { EpochMetrics } from './reporter.js';
 import type { TrainConfig } from './trainConfig.js';
 
@@ -20,7 +20,7 @@ export interface RunRecord {
   history: EpochMetrics[];
   layout: ParamLayout;
   classNames: readonly string[];
-  evaluation: Evaluation;
+  evaluation: ClassificationReport;
   seconds: number;
 }
 
@@ -52,7 +52,7 @@ export async function writeRunOutputs(
     layoutFingerprint: record.layout.fingerprint,
     history: record.history,
     final: last,
-    evaluation: record.evaluation.report,
+    evaluation: record.evaluation,
     modelPath,
   };
   await writeFileAtomic(summaryPath, `${JSON.stringify(summary, null, 2)}\n`);

@@ -1,0 +1,126 @@
+/**
+ * A worker that lives in the coordinator's own process: the `--in-process` mode, and the
+ * reference the distributed workers must agree with.
+ */
+import {
+  computeGradients,
+  type ParamLayout,
+  predictProbabilities,
+  type TrainableModel,
+  writeWeights,
+} from '@shardline/core';
+import { createEpochPlan, type ImageSet, identityOrder, makeBatch } from '@shardline/datasets';
+import type { ClassificationState } from '@shardline/metrics';
+import { createClassificationAccumulator } from '@shardline/metrics';
+import type {
+  EvalAssignment,
+  ShareAssignment,
+  ShareResult,
+  TrainingWorker,
+  WeightsSnapshot,
+} from './worker.js';
+
+/** What a local worker computes with. */
+export interface LocalWorkerOptions {
+  id?: string;
+  model: TrainableModel;
+  layout: ParamLayout;
+  train: ImageSet;
+  test: ImageSet;
+  classNames: readonly string[];
+  seed: number;
+  /** Global batch size (the plan is shared by every worker). */
+  batchSize: number;
+  augment: boolean;
+  evalBatchSize: number;
+}
+
+/** Creates a {@link TrainingWorker} that computes in this process. */
+export function createLocalWorker(options: LocalWorkerOptions): TrainingWorker {
+  const { model, layout, train, test } = options;
+  let version = -1;
+  const sync = (weights: WeightsSnapshot) => {
+    if (weights.version === version) return;
+    writeWeights(model, weights.params, layout);
+    version = weights.version;
+  };
+  let plan = createEpochPlan({
+    count: train.count,
+    seed: options.seed,
+    epoch: 0,
+    batchSize: options.batchSize,
+  });
+  const planFor = (epoch: number) => {
+    if (plan.epoch !== epoch)
+      plan = createEpochPlan({
+        count: train.count,
+        seed: options.seed,
+        epoch,
+        batchSize: options.batchSize,
+      });
+    return plan;
+  };
+
+  return {
+    id: options.id ?? 'local',
+    name: 'in-process',
+    async computeShare(
+      assignment: ShareAssignment,
+      weights: WeightsSnapshot,
+    ): Promise<ShareResult> {
+      const started = performance.now();
+      sync(weights);
+      const indices = planFor(assignment.epoch).share(
+        assignment.stepInEpoch,
+        assignment.rank,
+        assignment.worldSize,
+      );
+      if (indices.length === 0) {
+        return {
+          gradient: new Float32Array(0),
+          sampleCount: 0,
+          loss: 0,
+          correct: 0,
+          computeSeconds: 0,
+        };
+      }
+      const batch = makeBatch(
+        train,
+        indices,
+        options.augment
+          ? { augment: { seed: options.seed, epoch: assignment.epoch, shift: 2, flip: true } }
+          : {},
+      );
+      const result = computeGradients(model, batch, layout);
+      return { ...result, computeSeconds: (performance.now() - started) / 1000 };
+    },
+    async evaluate(slice: EvalAssignment, weights: WeightsSnapshot): Promise<ClassificationState> {
+      sync(weights);
+      return evaluateSlice(model, test, slice, options.classNames, options.evalBatchSize);
+    },
+  };
+}
+
+/** Evaluates images [start, end) of `set` and returns a mergeable accumulator state. */
+export function evaluateSlice(
+  model: TrainableModel,
+  set: ImageSet,
+  slice: EvalAssignment,
+  classNames: readonly string[],
+  batchSize: number,
+): ClassificationState {
+  const accumulator = createClassificationAccumulator({
+    numClasses: classNames.length,
+    classNames,
+    topK: [1, 3],
+  });
+  const order = identityOrder(set.count);
+  for (let start = slice.start; start < slice.end; start += batchSize) {
+    const batch = makeBatch(set, order.subarray(start, Math.min(start + batchSize, slice.end)));
+    accumulator.update({
+      probabilities: predictProbabilities(model, batch.xs, batch.shape),
+      labels: batch.labels,
+    });
+  }
+  return accumulator.snapshot();
+}

@@ -1,0 +1,59 @@
+/**
+ * What the synchronous trainer needs from a worker, wherever it runs: in this process (the
+ * `--in-process` mode) or in another process across gRPC. The trainer's loop is the same for
+ * both, so the two modes cannot drift apart.
+ */
+import type { ClassificationState } from '@shardline/metrics';
+
+/** The master weights at one version. Version v is the result of v optimizer steps. */
+export interface WeightsSnapshot {
+  version: number;
+  params: Float32Array;
+}
+
+/** One worker's part of one synchronous step. */
+export interface ShareAssignment {
+  /** 0-based epoch and global step; `stepInEpoch` indexes the epoch's global batches. */
+  epoch: number;
+  step: number;
+  stepInEpoch: number;
+  /** The worker's place in this step's membership; shares are derived from (seed, epoch, rank, worldSize). */
+  rank: number;
+  worldSize: number;
+}
+
+/** What a worker sends back for its share. */
+export interface ShareResult {
+  /** Mean-loss gradient over the share, flat; empty when `sampleCount` is 0. */
+  gradient: Float32Array;
+  sampleCount: number;
+  /** Mean loss over the share. */
+  loss: number;
+  correct: number;
+  /** Seconds the worker spent computing (excludes transfer), as it measured them. */
+  computeSeconds: number;
+}
+
+/** A slice of the test set to evaluate: images [start, end). */
+export interface EvalAssignment {
+  start: number;
+  end: number;
+}
+
+/** A worker as the trainer sees it. */
+export interface TrainingWorker {
+  readonly id: string;
+  readonly name: string;
+  /** Brings the worker to `weights` (when it is behind) and computes the gradient of its share. */
+  computeShare(
+    assignment: ShareAssignment,
+    weights: WeightsSnapshot,
+    signal?: AbortSignal,
+  ): Promise<ShareResult>;
+  /** Brings the worker to `weights` and evaluates a slice of the test set. */
+  evaluate(
+    slice: EvalAssignment,
+    weights: WeightsSnapshot,
+    signal?: AbortSignal,
+  ): Promise<ClassificationState>;
+}
