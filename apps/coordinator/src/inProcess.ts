@@ -13,10 +13,10 @@ import {
 } from '@shardline/core';
 import { loadDataset } from '@shardline/datasets';
 import { createModel } from '@shardline/models';
+import { createLocalWorker } from '@shardline/worker';
 import type { EpochMetrics, Reporter } from './reporter.js';
 import { prepareOutDir, writeRunOutputs } from './runOutputs.js';
 import type { TrainConfig } from './trainConfig.js';
-import { createLocalWorker } from './training/localWorker.js';
 import { fixedMembership, runSynchronousTraining } from './training/syncTrainer.js';
 
 /** The outcome of a finished run. */

@@ -15,7 +15,9 @@ import {
 } from '@shardline/core';
 import { datasetNames } from '@shardline/datasets';
 import { listModels } from '@shardline/models';
+import { DataType } from '@shardline/protocol';
 import { Command, CommanderError, Option } from 'commander';
+import { type DistributedSettings, trainDistributed } from './distributed/trainDistributed.js';
 import { trainInProcess } from './inProcess.js';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './parsers.js';
 import { createJsonReporter, createTextReporter, type ReporterStreams } from './reporter.js';
@@ -32,13 +34,17 @@ function defaultOut(): string {
   return `runs/${stamp}`;
 }
 
+/** Flags of `train` that are not part of the job's config. */
+export interface TrainFlags {
+  inProcess: boolean;
+  logLevel: LogLevel;
+  distributed: DistributedSettings;
+}
+
 /** Builds the command tree; `onTrain` receives the validated config of `train`. */
 export function buildProgram(
   streams: ReporterStreams,
-  onTrain: (
-    config: TrainConfig,
-    flags: { inProcess: boolean; logLevel: LogLevel },
-  ) => Promise<void>,
+  onTrain: (config: TrainConfig, flags: TrainFlags) => Promise<void>,
 ): Command {
   const program = new Command('shardline-coordinator')
     .description('Train image classifiers data-parallel with TensorFlow.js.')
@@ -56,6 +62,22 @@ export function buildProgram(
         'Global batch semantics: --batch-size is the number of images behind each optimizer step, summed over all workers.',
     )
     .option('--in-process', 'train inside this process (no gRPC, no workers)', false)
+    .option(
+      '--listen <host:port>',
+      'address to serve workers on (port 0: any free port)',
+      '127.0.0.1:7070',
+    )
+    .option('--local-workers <n>', 'worker processes to start on this machine', nonNegativeInt, 2)
+    .option(
+      '--min-workers <n>',
+      'workers that must be attached before a step runs (default: --local-workers, at least 1)',
+      positiveInt,
+    )
+    .addOption(
+      new Option('--gradient-dtype <dtype>', 'encoding of gradients on the wire')
+        .choices(['float32', 'float16', 'bfloat16'])
+        .default('float32'),
+    )
     .addOption(
       new Option('--model <name>', 'model to train')
         .choices(listModels().map((m) => m.name))
@@ -137,9 +159,21 @@ export function buildProgram(
         out: (opts.out as string | undefined) ?? defaultOut(),
         logFormat: opts.logFormat as TrainConfig['logFormat'],
       };
+      const localWorkers = opts.localWorkers as number;
+      const dtypes = {
+        float32: DataType.FLOAT32,
+        float16: DataType.FLOAT16,
+        bfloat16: DataType.BFLOAT16,
+      };
       await onTrain(config, {
         inProcess: opts.inProcess as boolean,
         logLevel: opts.logLevel as LogLevel,
+        distributed: {
+          listen: opts.listen as string,
+          localWorkers,
+          minWorkers: (opts.minWorkers as number | undefined) ?? Math.max(1, localWorkers),
+          gradientDtype: dtypes[opts.gradientDtype as keyof typeof dtypes],
+        },
       });
     });
   return program;
@@ -158,20 +192,14 @@ export async function runCli(argv: string[], streams: ReporterStreams): Promise<
     });
     const reporter =
       config.logFormat === 'json' ? createJsonReporter(streams) : createTextReporter(streams);
-    if (!flags.inProcess) {
-      throw toShardlineError(
-        new Error(
-          'Distributed training (coordinator with worker processes) is not part of this release yet: pass --in-process to train in this process.',
-        ),
-        'INVALID_ARGUMENT',
-      );
-    }
     const abort = new AbortController();
     const onSignal = () => abort.abort();
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     try {
-      await trainInProcess(config, reporter, logger, abort.signal);
+      if (flags.inProcess) await trainInProcess(config, reporter, logger, abort.signal);
+      else
+        await trainDistributed(config, flags.distributed, reporter, logger, streams, abort.signal);
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);

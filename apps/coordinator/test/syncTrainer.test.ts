@@ -1,11 +1,15 @@
 import { describeLayout, readWeights, selectBackend, silentLogger } from '@shardline/core';
 import { type LoadedDataset, loadDataset } from '@shardline/datasets';
 import { createModel } from '@shardline/models';
+import { createLocalWorker } from '@shardline/worker';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { EpochMetrics, Reporter } from '../src/reporter.js';
-import { createLocalWorker } from '../src/training/localWorker.js';
-import { averageGradients, fixedMembership, runSynchronousTraining } from '../src/training/syncTrainer.js';
 import type { TrainConfig } from '../src/trainConfig.js';
+import {
+  averageGradients,
+  fixedMembership,
+  runSynchronousTraining,
+} from '../src/training/syncTrainer.js';
 
 let data: LoadedDataset;
 beforeAll(async () => {
@@ -36,11 +40,20 @@ const config = (over: Partial<TrainConfig> = {}): TrainConfig => ({
   ...over,
 });
 
-const quiet: Reporter = { started() {}, workerJoined() {}, workerLeft() {}, progress() {}, epochEnd() {}, done() {} };
+const quiet: Reporter = {
+  started() {},
+  workerJoined() {},
+  workerLeft() {},
+  progress() {},
+  epochEnd() {},
+  done() {},
+};
 
 /** Trains with `workers` local workers (each its own model replica) and returns the final weights. */
 async function train(workers: number, cfg: TrainConfig) {
-  const replicas = Array.from({ length: workers }, () => createModel(cfg.model, { seed: cfg.seed }));
+  const replicas = Array.from({ length: workers }, () =>
+    createModel(cfg.model, { seed: cfg.seed }),
+  );
   const layout = describeLayout(replicas[0]!);
   const params = readWeights(replicas[0]!, layout);
   const members = replicas.map((model, i) =>
@@ -70,7 +83,12 @@ async function train(workers: number, cfg: TrainConfig) {
     logger: silentLogger,
   });
   for (const m of replicas) m.dispose();
-  return { params: result.weights.params, version: result.weights.version, epochs, evaluation: result.evaluation };
+  return {
+    params: result.weights.params,
+    version: result.weights.version,
+    epochs,
+    evaluation: result.evaluation,
+  };
 }
 
 function maxRelativeDifference(a: Float32Array, b: Float32Array): number {
@@ -108,8 +126,20 @@ describe('averageGradients', () => {
   it('weights each gradient by its sample count and skips empty shares', () => {
     const { gradient, samples } = averageGradients(
       [
-        { gradient: Float32Array.from([1, 2]), sampleCount: 1, loss: 0, correct: 0, computeSeconds: 0 },
-        { gradient: Float32Array.from([4, 8]), sampleCount: 3, loss: 0, correct: 0, computeSeconds: 0 },
+        {
+          gradient: Float32Array.from([1, 2]),
+          sampleCount: 1,
+          loss: 0,
+          correct: 0,
+          computeSeconds: 0,
+        },
+        {
+          gradient: Float32Array.from([4, 8]),
+          sampleCount: 3,
+          loss: 0,
+          correct: 0,
+          computeSeconds: 0,
+        },
         { gradient: new Float32Array(0), sampleCount: 0, loss: 0, correct: 0, computeSeconds: 0 },
       ],
       2,

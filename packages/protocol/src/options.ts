@@ -2,7 +2,8 @@
  * grpc-js option presets for Shardline's channels (workers) and servers (the coordinator).
  * Pass them as they are, or spread them and override: `new Server({ ...SERVER_OPTIONS })`.
  */
-import type { ChannelOptions } from '@grpc/grpc-js';
+import type { Http2Server, Http2Session } from 'node:http2';
+import type { ChannelOptions, Server } from '@grpc/grpc-js';
 import { MAX_CHUNK_BYTES } from './chunking.js';
 
 /**
@@ -24,9 +25,10 @@ export function maxMessageBytesFor(maxChunkBytes: number = MAX_CHUNK_BYTES): num
  * 16 MiB keeps several chunks in flight and a whole 5.6 MB tensor off that treadmill. Memory
  * cost: at most this much buffered per connection, and only while data is unread.
  *
- * grpc-js applies it on channels only (`grpc-node.flow_control_window`); a grpc-js server keeps
- * Node's 64 KiB receive window (grpc/grpc-node#3058 proposes the server side), so uploads to the
- * coordinator stay window-bound. See bench/transfer.bench.mjs for the measured effect.
+ * grpc-js applies it on channels only (`grpc-node.flow_control_window`); a grpc-js 1.14 server
+ * keeps Node's 64 KiB receive window (grpc/grpc-node#3058 adds the option there), so uploads to
+ * the coordinator stay window-bound unless {@link applyServerFlowControlWindow} raises it.
+ * bench/transfer.bench.mjs measures the effect: about twice the throughput both ways.
  */
 export const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
 
@@ -76,8 +78,53 @@ export const CHANNEL_OPTIONS: Readonly<ChannelOptions> = {
 export const SERVER_OPTIONS: Readonly<ChannelOptions> = {
   'grpc.max_send_message_length': maxMessageBytesFor(),
   'grpc.max_receive_message_length': maxMessageBytesFor(),
+  // Ignored by grpc-js 1.14 servers; honoured once grpc/grpc-node#3058 ships. Until then call
+  // applyServerFlowControlWindow(server) after bindAsync.
+  'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
   // The server pings too, so a worker that vanished mid-step is noticed and its share reassigned
   // instead of stalling the step until TCP gives up (minutes to hours).
   'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
   'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
 };
+
+/**
+ * Raises the HTTP/2 receive window of a bound grpc-js server to `windowBytes`, for sessions that
+ * connect from now on: the per-stream window it advertises, and the connection window.
+ *
+ * Workaround for grpc/grpc-node#3058 (grpc-js 1.14 servers ignore `grpc-node.flow_control_window`
+ * and keep Node's 64 KiB window, which roughly halves gradient upload throughput on loopback; see
+ * bench/transfer.bench.mjs). It reaches the server's Node HTTP/2 servers through a private
+ * grpc-js field, so it checks what it finds and does nothing (returning false) when grpc-js
+ * changes shape. Remove it once grpc-js honours the option on servers.
+ *
+ * @example
+ * ```ts
+ * server.bindAsync(address, ServerCredentials.createInsecure(), () => applyServerFlowControlWindow(server));
+ * ```
+ */
+export function applyServerFlowControlWindow(
+  server: Server,
+  windowBytes: number = FLOW_CONTROL_WINDOW_BYTES,
+): boolean {
+  const http2Servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(http2Servers instanceof Map) || http2Servers.size === 0) return false;
+  let applied = false;
+  for (const candidate of http2Servers.keys()) {
+    const http2Server = candidate as Partial<Http2Server>;
+    if (typeof http2Server.updateSettings !== 'function' || typeof http2Server.on !== 'function') {
+      continue;
+    }
+    // The per-stream window, announced in the SETTINGS frame of every new session.
+    http2Server.updateSettings({ initialWindowSize: windowBytes });
+    // The connection window, which SETTINGS cannot change.
+    http2Server.on('session', (session: Http2Session) => {
+      try {
+        session.setLocalWindowSize(windowBytes);
+      } catch {
+        // A session that is already closing: nothing to tune.
+      }
+    });
+    applied = true;
+  }
+  return applied;
+}

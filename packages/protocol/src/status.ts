@@ -5,6 +5,8 @@
  * travels in the `shardline-error-code` trailer, so the round trip is lossless between Shardline
  * peers, while other gRPC clients still see a fitting standard status code.
  */
+
+import { Metadata, type ServerErrorResponse, type StatusObject, status } from '@grpc/grpc-js';
 import {
   isShardlineError,
   ShardlineError,
@@ -12,7 +14,6 @@ import {
   ShardlineErrorCodes,
   toShardlineError,
 } from '@shardline/core/errors';
-import { Metadata, type ServerErrorResponse, type StatusObject, status } from '@grpc/grpc-js';
 
 /** The trailer that carries the exact {@link ShardlineErrorCode} next to the gRPC status. */
 export const ERROR_CODE_METADATA_KEY = 'shardline-error-code';
@@ -75,11 +76,22 @@ const HINTS: Partial<Record<status, string>> = {
 
 /**
  * Converts anything thrown into the status a grpc-js handler answers with: pass it to a unary
- * `callback(toGrpcStatus(error))`, or end a stream with `call.emit('error', toGrpcStatus(error))`.
+ * `callback(toGrpcStatus(error))`, or end a stream with `call.emit('error', toGrpcStatus(error))`
+ * (not `call.destroy(error)`: a destroyed call sends no status and its client waits forever).
  * The message is the error's own (what was expected, found, what to do); the exact code rides
- * along in the `shardline-error-code` trailer.
+ * along in the `shardline-error-code` trailer. An error that already carries a numeric gRPC
+ * `code` (a ServiceError from a downstream call, a hand-made status) keeps that code.
  */
 export function toGrpcStatus(error: unknown): ServerErrorResponse & StatusObject {
+  if (!isShardlineError(error) && isGrpcStatusLike(error)) {
+    const details = error.details ?? (error instanceof Error ? error.message : '');
+    return Object.assign(new Error(details), {
+      name: 'ShardlineGrpcStatus',
+      code: error.code,
+      details,
+      metadata: error.metadata instanceof Metadata ? error.metadata : new Metadata(),
+    });
+  }
   const shardlineError = toShardlineError(error);
   const metadata = new Metadata();
   metadata.set(ERROR_CODE_METADATA_KEY, shardlineError.code);
@@ -89,6 +101,15 @@ export function toGrpcStatus(error: unknown): ServerErrorResponse & StatusObject
     details: shardlineError.message,
     metadata,
   });
+}
+
+function isGrpcStatusLike(
+  value: unknown,
+): value is { code: status; details?: string; metadata?: unknown } {
+  if (typeof value !== 'object' || value === null) return false;
+  const code = (value as { code?: unknown }).code;
+  // Node system errors have string codes ("ENOENT"); gRPC codes are the integers 0 to 16.
+  return typeof code === 'number' && Number.isInteger(code) && code > 0 && code <= 16;
 }
 
 /** The name of a gRPC status code ("UNAVAILABLE"), for messages. */
@@ -101,7 +122,9 @@ export function grpcStatusName(code: number): string {
  * into a {@link ShardlineError}. A Shardline peer's code and message come back exactly; other
  * statuses map by gRPC code, with a hint on what to do. The original error is the `cause`.
  */
-export function fromGrpcStatus(error: Partial<StatusObject> & { message?: string }): ShardlineError {
+export function fromGrpcStatus(
+  error: Partial<StatusObject> & { message?: string },
+): ShardlineError {
   if (isShardlineError(error)) return error;
   const grpcCode = typeof error.code === 'number' ? (error.code as status) : status.UNKNOWN;
   const carried = error.metadata?.get(ERROR_CODE_METADATA_KEY)[0];

@@ -77,10 +77,10 @@ describe('float16', () => {
     const all = float16ToFloat32(Uint16Array.from({ length: 65536 }, (_, i) => i));
     for (let h = 0; h < 65536; h++) {
       const value = float16BitsToFloat32(h);
-      const isNaN = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
+      const nan = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
       // NaNs come back quieted with their payload; everything else exactly.
-      const expected = isNaN ? h | 0x200 : h;
-      if (isNaN !== Number.isNaN(value) || float32ToFloat16Bits(value) !== expected) {
+      const expected = nan ? h | 0x200 : h;
+      if (nan !== Number.isNaN(value) || float32ToFloat16Bits(value) !== expected) {
         wrong.push(h.toString(16));
       }
       if (bitsOf(all[h]!) !== bitsOf(value)) wrong.push(`array ${h.toString(16)}`);
@@ -116,14 +116,19 @@ describe('float16', () => {
   });
 
   it('converts arrays like the scalar functions, and round-trips within half an ulp', () => {
-    const values = Float32Array.from({ length: 10_000 }, (_, i) => Math.sin(i) * 10 ** ((i % 9) - 4));
+    const values = Float32Array.from(
+      { length: 10_000 },
+      (_, i) => Math.sin(i) * 10 ** ((i % 9) - 4),
+    );
     const bits = float32ToFloat16(values);
     for (let i = 0; i < values.length; i++) expect(bits[i]).toBe(float32ToFloat16Bits(values[i]!));
     const back = float16ToFloat32(bits);
     for (let i = 0; i < values.length; i++) {
       const v = values[i]!;
       // Relative error of binary16 is at most 2^-11 for normal values; absolute 2^-25 below.
-      expect(Math.abs(back[i]! - v)).toBeLessThanOrEqual(Math.max(Math.abs(v) * 2 ** -11, 2 ** -25));
+      expect(Math.abs(back[i]! - v)).toBeLessThanOrEqual(
+        Math.max(Math.abs(v) * 2 ** -11, 2 ** -25),
+      );
     }
   });
 });
@@ -165,9 +170,9 @@ describe('bfloat16', () => {
     const again = float32ToBfloat16(values);
     const wrong: string[] = [];
     for (let h = 0; h < 65536; h++) {
-      const isNaN = (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
+      const nan = (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
       // Decoding is exact (the pattern becomes the upper half); NaNs re-encode quieted.
-      if (valueBits[h] !== (h << 16) >>> 0 || again[h] !== (isNaN ? h | 0x40 : h)) {
+      if (valueBits[h] !== (h << 16) >>> 0 || again[h] !== (nan ? h | 0x40 : h)) {
         wrong.push(h.toString(16));
       }
     }
@@ -214,7 +219,9 @@ describe('encodeTensor / decodeTensor', () => {
       const bytes = encodeTensor(values, dtype);
       expect(bytes.byteLength).toBe(values.length * bytesPerElement(dtype));
       expect([...decodeTensor(bytes, dtype)]).toEqual(
-        dtype === DataType.FLOAT16 ? [1, -2, 0.5, 65504, Number.POSITIVE_INFINITY] : [1, -2, 0.5, 65536, Number.POSITIVE_INFINITY],
+        dtype === DataType.FLOAT16
+          ? [1, -2, 0.5, 65504, Number.POSITIVE_INFINITY]
+          : [1, -2, 0.5, 65536, Number.POSITIVE_INFINITY],
       );
     }
     // float16 1.0 is 0x3c00: little-endian bytes 00 3c.

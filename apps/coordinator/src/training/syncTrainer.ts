@@ -16,9 +16,9 @@ import {
 } from '@shardline/core';
 import { stepsPerEpoch } from '@shardline/datasets';
 import { type ClassificationReport, createClassificationAccumulator } from '@shardline/metrics';
+import type { ShareResult, TrainingWorker, WeightsSnapshot } from '@shardline/worker';
 import type { EpochMetrics, Reporter } from '../reporter.js';
 import type { TrainConfig } from '../trainConfig.js';
-import type { ShareResult, TrainingWorker, WeightsSnapshot } from './worker.js';
 
 /** Where the trainer gets its members from for each step. */
 export interface Membership {

@@ -310,6 +310,14 @@ export interface JobSpec {
   layoutFingerprint: string;
   /** Number of trainable parameters: the element count of every weights and gradient tensor. */
   parameterCount: number;
+  /** Use only the first N training images (0: all). Every process must agree on the sample count. */
+  limitTrain: number;
+  /** Use only the first N test images (0: all). */
+  limitTest: number;
+  /** Seeded random shifts and flips of training images. */
+  augment: boolean;
+  /** Images per forward pass when evaluating. */
+  evalBatchSize: number;
 }
 
 /** A message from the worker on the Train stream. */
@@ -328,6 +336,9 @@ export interface TrainRequest {
     | //
     /** The worker could not do what was asked. */
     { $case: "error"; value: WorkerError }
+    | //
+    /** The metrics of an Evaluate request. */
+    { $case: "evaluation"; value: EvaluationResult }
     | undefined;
 }
 
@@ -403,7 +414,39 @@ export interface TrainResponse {
     | //
     /** The session ends; the coordinator closes the stream after this message. */
     { $case: "stop"; value: Stop }
+    | //
+    /** Evaluate a slice of the test set on the current weights. */
+    { $case: "evaluate"; value: Evaluate }
     | undefined;
+}
+
+/**
+ * Evaluate test images [start, end) on the given weights version. At each epoch's end the
+ * coordinator splits the test set among the workers and merges their metrics, so evaluation
+ * takes the same wall time as one worker's slice.
+ */
+export interface Evaluate {
+  /** Echoed in the EvaluationResult. */
+  requestId: bigint;
+  /** First test image of the slice. */
+  start: number;
+  /** One past the last test image of the slice. */
+  end: number;
+  /** The weights the slice is evaluated on; the worker holds them before this message arrives. */
+  weightsVersion: bigint;
+}
+
+/** The metrics of one evaluated slice. */
+export interface EvaluationResult {
+  /** The Evaluate request this answers. */
+  requestId: bigint;
+  /**
+   * The classification accumulator's state (@shardline/metrics ClassificationState) as JSON;
+   * the coordinator merges the slices' states exactly.
+   */
+  stateJson: string;
+  /** Seconds the worker spent evaluating. */
+  computeSeconds: number;
 }
 
 /** Which share of which step the worker computes, on which weights. */
@@ -954,6 +997,10 @@ function createBaseJobSpec(): JobSpec {
     maxChunkBytes: 0,
     layoutFingerprint: "",
     parameterCount: 0,
+    limitTrain: 0,
+    limitTest: 0,
+    augment: false,
+    evalBatchSize: 0,
   };
 }
 
@@ -994,6 +1041,18 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.parameterCount !== 0) {
       writer.uint32(96).uint32(message.parameterCount);
+    }
+    if (message.limitTrain !== 0) {
+      writer.uint32(104).uint32(message.limitTrain);
+    }
+    if (message.limitTest !== 0) {
+      writer.uint32(112).uint32(message.limitTest);
+    }
+    if (message.augment !== false) {
+      writer.uint32(120).bool(message.augment);
+    }
+    if (message.evalBatchSize !== 0) {
+      writer.uint32(128).uint32(message.evalBatchSize);
     }
     return writer;
   },
@@ -1107,6 +1166,38 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.parameterCount = reader.uint32();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.limitTrain = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.limitTest = reader.uint32();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.augment = reader.bool();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.evalBatchSize = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1173,6 +1264,22 @@ export const JobSpec: MessageFns<JobSpec> = {
         : isSet(object.parameter_count)
         ? globalThis.Number(object.parameter_count)
         : 0,
+      limitTrain: isSet(object.limitTrain)
+        ? globalThis.Number(object.limitTrain)
+        : isSet(object.limit_train)
+        ? globalThis.Number(object.limit_train)
+        : 0,
+      limitTest: isSet(object.limitTest)
+        ? globalThis.Number(object.limitTest)
+        : isSet(object.limit_test)
+        ? globalThis.Number(object.limit_test)
+        : 0,
+      augment: isSet(object.augment) ? globalThis.Boolean(object.augment) : false,
+      evalBatchSize: isSet(object.evalBatchSize)
+        ? globalThis.Number(object.evalBatchSize)
+        : isSet(object.eval_batch_size)
+        ? globalThis.Number(object.eval_batch_size)
+        : 0,
     };
   },
 
@@ -1214,6 +1321,18 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.parameterCount !== 0) {
       obj.parameterCount = Math.round(message.parameterCount);
     }
+    if (message.limitTrain !== 0) {
+      obj.limitTrain = Math.round(message.limitTrain);
+    }
+    if (message.limitTest !== 0) {
+      obj.limitTest = Math.round(message.limitTest);
+    }
+    if (message.augment !== false) {
+      obj.augment = message.augment;
+    }
+    if (message.evalBatchSize !== 0) {
+      obj.evalBatchSize = Math.round(message.evalBatchSize);
+    }
     return obj;
   },
 
@@ -1234,6 +1353,10 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.maxChunkBytes = object.maxChunkBytes ?? 0;
     message.layoutFingerprint = object.layoutFingerprint ?? "";
     message.parameterCount = object.parameterCount ?? 0;
+    message.limitTrain = object.limitTrain ?? 0;
+    message.limitTest = object.limitTest ?? 0;
+    message.augment = object.augment ?? false;
+    message.evalBatchSize = object.evalBatchSize ?? 0;
     return message;
   },
 };
@@ -1256,6 +1379,9 @@ export const TrainRequest: MessageFns<TrainRequest> = {
         break;
       case "error":
         WorkerError.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
+      case "evaluation":
+        EvaluationResult.encode(message.kind.value, writer.uint32(42).fork()).join();
         break;
     }
     return writer;
@@ -1306,6 +1432,14 @@ export const TrainRequest: MessageFns<TrainRequest> = {
             message.kind = { $case: "error", value: WorkerError.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.kind = { $case: "evaluation", value: EvaluationResult.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1328,6 +1462,8 @@ export const TrainRequest: MessageFns<TrainRequest> = {
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
         : isSet(object.error)
         ? { $case: "error", value: WorkerError.fromJSON(object.error) }
+        : isSet(object.evaluation)
+        ? { $case: "evaluation", value: EvaluationResult.fromJSON(object.evaluation) }
         : undefined,
     };
   },
@@ -1342,6 +1478,8 @@ export const TrainRequest: MessageFns<TrainRequest> = {
       obj.heartbeat = Heartbeat.toJSON(message.kind.value);
     } else if (message.kind?.$case === "error") {
       obj.error = WorkerError.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "evaluation") {
+      obj.evaluation = EvaluationResult.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -1373,6 +1511,12 @@ export const TrainRequest: MessageFns<TrainRequest> = {
       case "error": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "error", value: WorkerError.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "evaluation": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "evaluation", value: EvaluationResult.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -1926,6 +2070,9 @@ export const TrainResponse: MessageFns<TrainResponse> = {
       case "stop":
         Stop.encode(message.kind.value, writer.uint32(26).fork()).join();
         break;
+      case "evaluate":
+        Evaluate.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1967,6 +2114,14 @@ export const TrainResponse: MessageFns<TrainResponse> = {
             message.kind = { $case: "stop", value: Stop.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "evaluate", value: Evaluate.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1987,6 +2142,8 @@ export const TrainResponse: MessageFns<TrainResponse> = {
         ? { $case: "weights", value: WeightsChunk.fromJSON(object.weights) }
         : isSet(object.stop)
         ? { $case: "stop", value: Stop.fromJSON(object.stop) }
+        : isSet(object.evaluate)
+        ? { $case: "evaluate", value: Evaluate.fromJSON(object.evaluate) }
         : undefined,
     };
   },
@@ -1999,6 +2156,8 @@ export const TrainResponse: MessageFns<TrainResponse> = {
       obj.weights = WeightsChunk.toJSON(message.kind.value);
     } else if (message.kind?.$case === "stop") {
       obj.stop = Stop.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "evaluate") {
+      obj.evaluate = Evaluate.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2027,7 +2186,262 @@ export const TrainResponse: MessageFns<TrainResponse> = {
         }
         break;
       }
+      case "evaluate": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "evaluate", value: Evaluate.fromPartial(object.kind.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseEvaluate(): Evaluate {
+  return { requestId: 0n, start: 0, end: 0, weightsVersion: 0n };
+}
+
+export const Evaluate: MessageFns<Evaluate> = {
+  encode(message: Evaluate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== 0n) {
+      if (BigInt.asUintN(64, message.requestId) !== message.requestId) {
+        throw new globalThis.Error("value provided for field message.requestId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.requestId);
+    }
+    if (message.start !== 0) {
+      writer.uint32(16).uint32(message.start);
+    }
+    if (message.end !== 0) {
+      writer.uint32(24).uint32(message.end);
+    }
+    if (message.weightsVersion !== 0n) {
+      if (BigInt.asUintN(64, message.weightsVersion) !== message.weightsVersion) {
+        throw new globalThis.Error("value provided for field message.weightsVersion of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.weightsVersion);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Evaluate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEvaluate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requestId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.start = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.end = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.weightsVersion = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Evaluate {
+    return {
+      requestId: isSet(object.requestId)
+        ? BigInt(object.requestId)
+        : isSet(object.request_id)
+        ? BigInt(object.request_id)
+        : 0n,
+      start: isSet(object.start) ? globalThis.Number(object.start) : 0,
+      end: isSet(object.end) ? globalThis.Number(object.end) : 0,
+      weightsVersion: isSet(object.weightsVersion)
+        ? BigInt(object.weightsVersion)
+        : isSet(object.weights_version)
+        ? BigInt(object.weights_version)
+        : 0n,
+    };
+  },
+
+  toJSON(message: Evaluate): unknown {
+    const obj: any = {};
+    if (message.requestId !== 0n) {
+      obj.requestId = message.requestId.toString();
+    }
+    if (message.start !== 0) {
+      obj.start = Math.round(message.start);
+    }
+    if (message.end !== 0) {
+      obj.end = Math.round(message.end);
+    }
+    if (message.weightsVersion !== 0n) {
+      obj.weightsVersion = message.weightsVersion.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Evaluate>, I>>(base?: I): Evaluate {
+    return Evaluate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Evaluate>, I>>(object: I): Evaluate {
+    const message = createBaseEvaluate();
+    message.requestId = (object.requestId !== undefined && object.requestId !== null) ? BigInt(object.requestId) : 0n;
+    message.start = object.start ?? 0;
+    message.end = object.end ?? 0;
+    message.weightsVersion = (object.weightsVersion !== undefined && object.weightsVersion !== null)
+      ? BigInt(object.weightsVersion)
+      : 0n;
+    return message;
+  },
+};
+
+function createBaseEvaluationResult(): EvaluationResult {
+  return { requestId: 0n, stateJson: "", computeSeconds: 0 };
+}
+
+export const EvaluationResult: MessageFns<EvaluationResult> = {
+  encode(message: EvaluationResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== 0n) {
+      if (BigInt.asUintN(64, message.requestId) !== message.requestId) {
+        throw new globalThis.Error("value provided for field message.requestId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.requestId);
+    }
+    if (message.stateJson !== "") {
+      writer.uint32(18).string(message.stateJson);
+    }
+    if (message.computeSeconds !== 0) {
+      writer.uint32(25).double(message.computeSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EvaluationResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEvaluationResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requestId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.stateJson = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.computeSeconds = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EvaluationResult {
+    return {
+      requestId: isSet(object.requestId)
+        ? BigInt(object.requestId)
+        : isSet(object.request_id)
+        ? BigInt(object.request_id)
+        : 0n,
+      stateJson: isSet(object.stateJson)
+        ? globalThis.String(object.stateJson)
+        : isSet(object.state_json)
+        ? globalThis.String(object.state_json)
+        : "",
+      computeSeconds: isSet(object.computeSeconds)
+        ? globalThis.Number(object.computeSeconds)
+        : isSet(object.compute_seconds)
+        ? globalThis.Number(object.compute_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: EvaluationResult): unknown {
+    const obj: any = {};
+    if (message.requestId !== 0n) {
+      obj.requestId = message.requestId.toString();
+    }
+    if (message.stateJson !== "") {
+      obj.stateJson = message.stateJson;
+    }
+    if (message.computeSeconds !== 0) {
+      obj.computeSeconds = floatToJson(message.computeSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EvaluationResult>, I>>(base?: I): EvaluationResult {
+    return EvaluationResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EvaluationResult>, I>>(object: I): EvaluationResult {
+    const message = createBaseEvaluationResult();
+    message.requestId = (object.requestId !== undefined && object.requestId !== null) ? BigInt(object.requestId) : 0n;
+    message.stateJson = object.stateJson ?? "";
+    message.computeSeconds = object.computeSeconds ?? 0;
     return message;
   },
 };

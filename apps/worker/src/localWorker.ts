@@ -18,7 +18,7 @@ import type {
   ShareResult,
   TrainingWorker,
   WeightsSnapshot,
-} from './worker.js';
+} from './trainingWorker.js';
 
 /** What a local worker computes with. */
 export interface LocalWorkerOptions {

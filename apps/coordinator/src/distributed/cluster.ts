@@ -1,0 +1,217 @@
+/**
+ * The coordinator's side of the wire: the gRPC service, the group of workers it has admitted,
+ * and the membership the synchronous trainer asks for before every step.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  type ServerDuplexStream,
+  type ServerUnaryCall,
+  type sendUnaryData,
+  status,
+} from '@grpc/grpc-js';
+import { type Logger, type ParamLayout, ShardlineError } from '@shardline/core';
+import {
+  type CoordinatorServiceServer,
+  checkProtocolVersion,
+  encodeTensor,
+  type GetStatusRequest,
+  type GetStatusResponse,
+  type JobSpec,
+  type JoinRequest,
+  type JoinResponse,
+  type LeaveRequest,
+  type LeaveResponse,
+  PROTOCOL_VERSION,
+  type StopReason,
+  type TrainRequest,
+  type TrainResponse,
+  toGrpcStatus,
+} from '@shardline/protocol';
+import type { TrainingWorker } from '@shardline/worker';
+import type { Reporter } from '../reporter.js';
+import type { Membership } from '../training/syncTrainer.js';
+import {
+  createRemoteWorker,
+  createWeightsEncoder,
+  type RemoteWorker,
+  type RemoteWorkerInfo,
+} from './remoteWorker.js';
+
+/** Options of {@link createCluster}. */
+export interface ClusterOptions {
+  job: JobSpec;
+  layout: ParamLayout;
+  /** Steps wait until at least this many workers are attached. */
+  minWorkers: number;
+  reporter: Reporter;
+  logger: Logger;
+}
+
+/** The admitted workers and the service that admits them. */
+export interface Cluster extends Membership {
+  readonly service: CoordinatorServiceServer;
+  /** Workers attached right now, in rank order. */
+  attached(): readonly RemoteWorker[];
+  /** Tells every worker to stop and waits (briefly) for their streams to close. */
+  stopAll(reason: StopReason, message: string): Promise<void>;
+  /** Rejects pending and future `members()` calls with `error` (a local worker died, say). */
+  abort(error: ShardlineError): void;
+}
+
+/** Creates the cluster and its gRPC service implementation. */
+export function createCluster(options: ClusterOptions): Cluster {
+  const { job, layout, reporter, logger } = options;
+  const joined = new Map<string, RemoteWorkerInfo>();
+  const attached: RemoteWorker[] = [];
+  const encoder = createWeightsEncoder(job.weightsDtype, encodeTensor);
+  let aborted: ShardlineError | undefined;
+  let waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
+  const wake = () => {
+    const ready = waiters;
+    waiters = [];
+    for (const w of ready) w.resolve();
+  };
+
+  const join = (
+    call: ServerUnaryCall<JoinRequest, JoinResponse>,
+    callback: sendUnaryData<JoinResponse>,
+  ) => {
+    const request = call.request;
+    try {
+      checkProtocolVersion(request.protocolVersion, { role: 'worker', name: request.workerName });
+    } catch (error) {
+      logger.warn('refused a worker', {
+        worker: request.workerName,
+        reason: (error as Error).message,
+      });
+      return callback(toGrpcStatus(error));
+    }
+    const info: RemoteWorkerInfo = {
+      id: randomUUID(),
+      name: request.workerName || `worker-${joined.size + 1}`,
+      hostname: request.hostname,
+      pid: request.pid,
+      backend: request.backend,
+    };
+    joined.set(info.id, info);
+    logger.debug('worker joined', { worker: info.name, id: info.id });
+    callback(null, {
+      workerId: info.id,
+      protocolVersion: PROTOCOL_VERSION,
+      job,
+      weightsVersion: 0n,
+      heartbeatIntervalMs: 5000,
+    });
+  };
+
+  const train = (call: ServerDuplexStream<TrainRequest, TrainResponse>) => {
+    let worker: RemoteWorker | undefined;
+    const detach = (why: string) => {
+      if (!worker) return;
+      const w = worker;
+      worker = undefined;
+      const i = attached.indexOf(w);
+      if (i >= 0) attached.splice(i, 1);
+      w.fail(new ShardlineError('NETWORK', `Worker ${w.name} left: ${why}.`));
+      reporter.workerLeft({
+        worker: w.name,
+        worker_id: w.id,
+        reason: why,
+        workers: attached.length,
+      });
+    };
+    call.on('data', (message: TrainRequest) => {
+      if (worker) return worker.receive(message);
+      if (message.kind?.$case !== 'attach') {
+        call.emit(
+          'error',
+          toGrpcStatus(
+            new ShardlineError(
+              'INVALID_ARGUMENT',
+              'The first message on a Train stream must be attach.',
+            ),
+          ),
+        );
+        return;
+      }
+      const info = joined.get(message.kind.value.workerId);
+      if (!info) {
+        // emit('error') ends the call with this status; destroy() would end it with none.
+        call.emit(
+          'error',
+          toGrpcStatus(
+            Object.assign(
+              new Error(`Unknown worker id ${message.kind.value.workerId}: call Join first.`),
+              { code: status.FAILED_PRECONDITION },
+            ),
+          ),
+        );
+        return;
+      }
+      worker = createRemoteWorker(info, call, job, layout, encoder);
+      attached.push(worker);
+      reporter.workerJoined({
+        worker: info.name,
+        worker_id: info.id,
+        hostname: info.hostname,
+        pid: info.pid,
+        backend: info.backend,
+        workers: attached.length,
+      });
+      wake();
+    });
+    call.on('end', () => {
+      detach('it closed its stream');
+      call.end();
+    });
+    call.on('error', (error) => detach(`its stream failed (${error.message})`));
+    call.on('cancelled', () => detach('it cancelled its stream'));
+  };
+
+  const leave = (
+    call: ServerUnaryCall<LeaveRequest, LeaveResponse>,
+    callback: sendUnaryData<LeaveResponse>,
+  ) => {
+    joined.delete(call.request.workerId);
+    callback(null, {});
+  };
+
+  const getStatus = (
+    _call: ServerUnaryCall<GetStatusRequest, GetStatusResponse>,
+    callback: sendUnaryData<GetStatusResponse>,
+  ) => {
+    callback({
+      code: status.UNIMPLEMENTED,
+      details: 'GetStatus is not served by this coordinator yet.',
+    });
+  };
+
+  return {
+    service: { join, train, leave, getStatus },
+    attached: () => attached,
+    async members(signal?: AbortSignal): Promise<readonly TrainingWorker[]> {
+      for (;;) {
+        if (aborted) throw aborted;
+        if (signal?.aborted)
+          throw new ShardlineError('CANCELLED', 'Training was interrupted before it finished.');
+        if (attached.length >= options.minWorkers) return [...attached];
+        await new Promise<void>((resolve, reject) => {
+          waiters.push({ resolve, reject });
+          signal?.addEventListener('abort', () => resolve(), { once: true });
+        });
+      }
+    },
+    async stopAll(reason, message) {
+      const closing = attached.map((w) => w.closed);
+      for (const w of [...attached]) w.stop(reason, message);
+      await Promise.race([Promise.all(closing), new Promise((r) => setTimeout(r, 2000))]);
+    },
+    abort(error) {
+      aborted ??= error;
+      const pending = waiters;
+      waiters = [];
+      for (const w of pending) w.reject(error);
+      for (const w of [...attached]) w.fail(error);
+    },
+  };
+}

@@ -1,0 +1,87 @@
+/**
+ * `--local-workers N`: worker processes on this machine, started by the coordinator and
+ * stopped with it. Their logs go to the coordinator's stderr; a worker that exits with an error
+ * fails the job with its last words instead of leaving the coordinator waiting.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { ShardlineError } from '@shardline/core';
+
+/** Where the `shardline-worker` program of the installed @shardline/worker lives. */
+export function workerCliPath(): string {
+  const pkg = createRequire(import.meta.url).resolve('@shardline/worker/package.json');
+  return join(dirname(pkg), 'dist', 'cli.js');
+}
+
+/** Options of {@link startLocalWorkers}. */
+export interface LocalWorkersOptions {
+  count: number;
+  coordinator: string;
+  args: string[];
+  /** Receives each worker's stderr lines. */
+  stderr: { write(chunk: string): unknown };
+  /** Called once if a worker exits unexpectedly (non-zero, or by a signal we did not send). */
+  onUnexpectedExit(error: ShardlineError): void;
+}
+
+/** The started processes. */
+export interface LocalWorkers {
+  readonly processes: readonly ChildProcess[];
+  /** Waits up to `ms` for every worker to exit, then kills the rest. */
+  stop(ms: number): Promise<void>;
+}
+
+/** Starts `count` worker processes that join `coordinator`. */
+export function startLocalWorkers(options: LocalWorkersOptions): LocalWorkers {
+  const cli = workerCliPath();
+  let stopping = false;
+  const processes = Array.from({ length: options.count }, (_, i) => {
+    const name = `local-${i + 1}`;
+    const child = spawn(
+      process.execPath,
+      [cli, '--coordinator', options.coordinator, '--name', name, ...options.args],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let lastLine = '';
+    let buffered = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (text: string) => {
+      options.stderr.write(text);
+      buffered += text;
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      const last = lines.filter((l) => l.trim() !== '').pop();
+      if (last) lastLine = last;
+    });
+    child.on('exit', (code, signal) => {
+      if (stopping || code === 0) return;
+      options.onUnexpectedExit(
+        new ShardlineError(
+          'INTERNAL',
+          `Local worker ${name} exited with ${signal ? `signal ${signal}` : `status ${code}`}${lastLine ? `: ${lastLine.trim()}` : ''}`,
+        ),
+      );
+    });
+    return child;
+  });
+  return {
+    processes,
+    async stop(ms) {
+      stopping = true;
+      const exits = processes.map((p) =>
+        p.exitCode !== null || p.signalCode !== null
+          ? Promise.resolve()
+          : new Promise<void>((r) => p.once('exit', () => r())),
+      );
+      const timer = setTimeout(() => {
+        for (const p of processes)
+          if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      }, ms);
+      await Promise.all(exits);
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,236 @@
+/**
+ * A worker in another process, reached through its Train stream. It implements the same
+ * TrainingWorker interface as the in-process worker, so the synchronous trainer cannot tell
+ * them apart: weights go out when the worker is behind, then the assignment, and the call
+ * resolves when the worker's gradient (or evaluation) has fully arrived and checked out.
+ */
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { type ParamLayout, ShardlineError } from '@shardline/core';
+import type { ClassificationState } from '@shardline/metrics';
+import {
+  createTensorAssembler,
+  type DataType,
+  decodeTensor,
+  type JobSpec,
+  type TrainRequest,
+  type TrainResponse,
+  weightsMessages,
+  writeMessages,
+} from '@shardline/protocol';
+import type {
+  EvalAssignment,
+  ShareAssignment,
+  ShareResult,
+  TrainingWorker,
+  WeightsSnapshot,
+} from '@shardline/worker';
+
+/** Encodes each weights version once, however many workers need it. */
+export interface WeightsEncoder {
+  bytes(weights: WeightsSnapshot): Uint8Array;
+}
+
+/** Creates a {@link WeightsEncoder} for the job's weights dtype. */
+export function createWeightsEncoder(
+  dtype: DataType,
+  encode: (values: Float32Array, dtype: DataType) => Uint8Array,
+): WeightsEncoder {
+  let cached: { version: number; bytes: Uint8Array } | undefined;
+  return {
+    bytes(weights) {
+      if (cached?.version !== weights.version)
+        cached = { version: weights.version, bytes: encode(weights.params, dtype) };
+      return cached.bytes;
+    },
+  };
+}
+
+interface Pending<T> {
+  key: bigint;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+/** Details of a joined worker, for logs and status. */
+export interface RemoteWorkerInfo {
+  id: string;
+  name: string;
+  hostname: string;
+  pid: number;
+  backend: string;
+}
+
+/** A TrainingWorker bound to one open Train stream. */
+export interface RemoteWorker extends TrainingWorker {
+  readonly info: RemoteWorkerInfo;
+  /** Resolves when the stream ends, with why. */
+  readonly closed: Promise<string>;
+  /** Feeds a message the worker sent (the server's data handler calls this). */
+  receive(message: TrainRequest): void;
+  /** Tells the worker to stop and ends the stream. */
+  stop(reason: number, message: string): void;
+  /** Fails whatever is pending (the stream broke). */
+  fail(error: ShardlineError): void;
+}
+
+/** Creates a {@link RemoteWorker} over `call`. */
+export function createRemoteWorker(
+  info: RemoteWorkerInfo,
+  call: ServerDuplexStream<TrainRequest, TrainResponse>,
+  job: JobSpec,
+  layout: ParamLayout,
+  encoder: WeightsEncoder,
+): RemoteWorker {
+  let version = -1;
+  let gradient:
+    | (Pending<ShareResult> & {
+        samples?: { sampleCount: number; loss: number; correct: number; computeSeconds: number };
+      })
+    | undefined;
+  let evaluation: Pending<ClassificationState> | undefined;
+  let requestIds = 0n;
+  let failure: ShardlineError | undefined;
+  let resolveClosed: (why: string) => void = () => {};
+  const closed = new Promise<string>((r) => {
+    resolveClosed = r;
+  });
+  const assembler = createTensorAssembler({
+    expectedFingerprint: layout.fingerprint,
+    expectedElementCount: layout.size,
+    expectedDtypes: [job.gradientDtype],
+    maxChunkBytes: job.maxChunkBytes,
+    label: `gradient from worker ${info.name}`,
+  });
+
+  const guard = () => {
+    if (failure) throw failure;
+  };
+  const sendWeights = async (weights: WeightsSnapshot) => {
+    if (version === weights.version) return;
+    const meta = {
+      dtype: job.weightsDtype,
+      shape: [layout.size],
+      elementCount: layout.size,
+      layoutFingerprint: layout.fingerprint,
+      version: BigInt(weights.version),
+      step: BigInt(weights.version),
+    };
+    await writeMessages(call, weightsMessages(meta, encoder.bytes(weights), job.maxChunkBytes));
+    version = weights.version;
+  };
+
+  return {
+    id: info.id,
+    name: info.name,
+    info,
+    closed,
+    async computeShare(
+      assignment: ShareAssignment,
+      weights: WeightsSnapshot,
+    ): Promise<ShareResult> {
+      guard();
+      await sendWeights(weights);
+      const result = new Promise<ShareResult>((resolve, reject) => {
+        gradient = { key: BigInt(assignment.step), resolve, reject };
+      });
+      call.write({
+        kind: {
+          $case: 'assignment',
+          value: {
+            step: BigInt(assignment.step),
+            epoch: assignment.epoch,
+            stepInEpoch: assignment.stepInEpoch,
+            rank: assignment.rank,
+            worldSize: assignment.worldSize,
+            globalBatchSize: job.globalBatchSize,
+            weightsVersion: BigInt(weights.version),
+          },
+        },
+      });
+      return result;
+    },
+    async evaluate(slice: EvalAssignment, weights: WeightsSnapshot): Promise<ClassificationState> {
+      guard();
+      await sendWeights(weights);
+      requestIds++;
+      const result = new Promise<ClassificationState>((resolve, reject) => {
+        evaluation = { key: requestIds, resolve, reject };
+      });
+      call.write({
+        kind: {
+          $case: 'evaluate',
+          value: {
+            requestId: requestIds,
+            start: slice.start,
+            end: slice.end,
+            weightsVersion: BigInt(weights.version),
+          },
+        },
+      });
+      return result;
+    },
+    receive(message) {
+      const kind = message.kind;
+      if (!kind) return;
+      try {
+        if (kind.$case === 'gradient') {
+          if (!gradient)
+            throw new ShardlineError(
+              'INVALID_ARGUMENT',
+              `Worker ${info.name} sent a gradient no step asked for.`,
+            );
+          if (kind.value.result) gradient.samples = kind.value.result;
+          const tensor = assembler.push(kind.value.chunk!);
+          if (!tensor) return;
+          if (tensor.meta.step !== gradient.key) {
+            throw new ShardlineError(
+              'MISMATCH',
+              `Worker ${info.name} sent a gradient for step ${tensor.meta.step}, expected step ${gradient.key}.`,
+            );
+          }
+          const samples = gradient.samples;
+          if (!samples)
+            throw new ShardlineError(
+              'INVALID_ARGUMENT',
+              `Worker ${info.name} sent a gradient without its sample count and loss.`,
+            );
+          const done = gradient;
+          gradient = undefined;
+          done.resolve({ ...samples, gradient: decodeTensor(tensor.bytes, tensor.meta.dtype) });
+        } else if (kind.$case === 'evaluation') {
+          if (!evaluation || evaluation.key !== kind.value.requestId) {
+            throw new ShardlineError(
+              'INVALID_ARGUMENT',
+              `Worker ${info.name} sent an evaluation no request asked for.`,
+            );
+          }
+          const done = evaluation;
+          evaluation = undefined;
+          done.resolve(JSON.parse(kind.value.stateJson) as ClassificationState);
+        } else if (kind.$case === 'error') {
+          throw new ShardlineError('INTERNAL', `Worker ${info.name} failed: ${kind.value.message}`);
+        }
+      } catch (error) {
+        this.fail(
+          error instanceof ShardlineError
+            ? error
+            : new ShardlineError('INTERNAL', String(error), { cause: error }),
+        );
+      }
+    },
+    stop(reason, message) {
+      if (!call.writableEnded && !call.destroyed) {
+        call.write({ kind: { $case: 'stop', value: { reason, message, rejoinAllowed: false } } });
+        call.end();
+      }
+    },
+    fail(error) {
+      failure ??= error;
+      gradient?.reject(error);
+      evaluation?.reject(error);
+      gradient = undefined;
+      evaluation = undefined;
+      resolveClosed(error.message);
+    },
+  };
+}

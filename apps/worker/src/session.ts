@@ -1,0 +1,287 @@
+/**
+ * One worker's life: join the coordinator (retrying while it is not up yet), load the job's
+ * dataset and model, then serve the Train stream: take weights, compute the gradient of each
+ * assigned share, evaluate test slices, until the coordinator says stop.
+ */
+import { hostname } from 'node:os';
+import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
+import {
+  type BackendPreference,
+  describeLayout,
+  type Logger,
+  readWeights,
+  ShardlineError,
+  selectBackend,
+  toShardlineError,
+} from '@shardline/core';
+import { loadDataset } from '@shardline/datasets';
+import { createModel } from '@shardline/models';
+import {
+  CHANNEL_OPTIONS,
+  CoordinatorClient,
+  type CoordinatorServiceClient,
+  createTensorAssembler,
+  DataType,
+  decodeTensor,
+  encodeTensor,
+  fromGrpcStatus,
+  gradientMessages,
+  type JobSpec,
+  type JoinResponse,
+  PROTOCOL_VERSION,
+  StopReason,
+  type TrainRequest,
+  type TrainResponse,
+  writeMessages,
+} from '@shardline/protocol';
+import { retryWithBackoff } from './backoff.js';
+import { createLocalWorker } from './localWorker.js';
+import type { WeightsSnapshot } from './trainingWorker.js';
+
+/** Settings of one worker process. */
+export interface WorkerOptions {
+  /** host:port of the coordinator. */
+  coordinator: string;
+  name: string;
+  backend: BackendPreference;
+  dataDir?: string;
+  download: boolean;
+  /** How long to keep trying to reach the coordinator before giving up. */
+  connectTimeoutMs: number;
+  logger: Logger;
+  signal?: AbortSignal;
+}
+
+/** How a worker's session ended. */
+export interface WorkerOutcome {
+  workerId: string;
+  reason: 'job-done' | 'shutdown' | 'evicted' | 'job-failed';
+  message: string;
+  steps: number;
+}
+
+const RETRYABLE = new Set<number>([
+  status.UNAVAILABLE,
+  status.DEADLINE_EXCEEDED,
+  status.RESOURCE_EXHAUSTED,
+]);
+
+function join(
+  client: CoordinatorServiceClient,
+  name: string,
+  backend: string,
+): Promise<JoinResponse> {
+  return new Promise((resolve, reject) => {
+    client.join(
+      {
+        protocolVersion: PROTOCOL_VERSION,
+        workerName: name,
+        backend,
+        hostname: hostname(),
+        pid: process.pid,
+        supportedDtypes: [DataType.FLOAT32, DataType.FLOAT16, DataType.BFLOAT16],
+        capabilities: ['evaluate'],
+        previousWorkerId: '',
+        maxReceiveMessageBytes: CHANNEL_OPTIONS['grpc.max_receive_message_length'] as number,
+        softwareVersion: '',
+      },
+      new Metadata(),
+      { deadline: Date.now() + 10_000 },
+      (error, response) => (error ? reject(error) : resolve(response)),
+    );
+  });
+}
+
+/** Joins the coordinator and trains until the job ends. Rejects with a ShardlineError. */
+export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> {
+  const { logger } = options;
+  const selection = await selectBackend(options.backend, { logger });
+  const client = new CoordinatorClient(options.coordinator, credentials.createInsecure(), {
+    ...CHANNEL_OPTIONS,
+  });
+  try {
+    const joined = await retryWithBackoff(() => join(client, options.name, selection.backend), {
+      deadlineMs: options.connectTimeoutMs,
+      retryable: (e) => RETRYABLE.has((e as ServiceError).code),
+      onRetry: (e, attempt, delayMs) =>
+        logger.info('coordinator not reachable yet, retrying', {
+          coordinator: options.coordinator,
+          attempt,
+          delayMs,
+          reason: (e as Error).message,
+        }),
+      ...(options.signal ? { signal: options.signal } : {}),
+    }).catch((e: unknown) => {
+      throw (e as ServiceError).code !== undefined
+        ? fromGrpcStatus(e as ServiceError)
+        : toShardlineError(e);
+    });
+    const job = joined.job;
+    if (!job)
+      throw new ShardlineError('INTERNAL', 'The coordinator accepted the join but sent no job.');
+    const log = logger.child({ worker: joined.workerId });
+    log.info('joined coordinator', {
+      coordinator: options.coordinator,
+      job: job.jobId,
+      model: job.modelName,
+      dataset: job.datasetName,
+    });
+    return await serve(client, joined.workerId, job, options, log);
+  } finally {
+    client.close();
+  }
+}
+
+async function serve(
+  client: CoordinatorServiceClient,
+  workerId: string,
+  job: JobSpec,
+  options: WorkerOptions,
+  log: Logger,
+): Promise<WorkerOutcome> {
+  const data = await loadDataset(job.datasetName, {
+    ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
+    ...(job.limitTrain > 0 ? { limitTrain: job.limitTrain } : {}),
+    ...(job.limitTest > 0 ? { limitTest: job.limitTest } : {}),
+    download: options.download,
+    progress: 'lines',
+    logger: log,
+  });
+  const hyperparameters = JSON.parse(job.hyperparametersJson || '{}') as Record<string, unknown>;
+  const model = createModel(job.modelName, { ...hyperparameters, seed: job.seed });
+  const layout = describeLayout(model);
+  if (layout.fingerprint !== job.layoutFingerprint || layout.size !== job.parameterCount) {
+    throw new ShardlineError(
+      'MISMATCH',
+      `This worker built ${job.modelName} with layout ${layout.fingerprint} (${layout.size} parameters), but the coordinator's is ` +
+        `${job.layoutFingerprint} (${job.parameterCount}). Run the same Shardline version on every machine.`,
+    );
+  }
+  const local = createLocalWorker({
+    id: workerId,
+    model,
+    layout,
+    train: data.train,
+    test: data.test,
+    classNames: data.descriptor.classNames,
+    seed: job.seed,
+    batchSize: job.globalBatchSize,
+    augment: job.augment,
+    evalBatchSize: job.evalBatchSize || 500,
+  });
+  const assembler = createTensorAssembler({
+    expectedFingerprint: layout.fingerprint,
+    expectedElementCount: layout.size,
+    maxChunkBytes: job.maxChunkBytes,
+    label: 'weights from the coordinator',
+  });
+  let weights: WeightsSnapshot = { version: -1, params: readWeights(model, layout) };
+  let steps = 0;
+  const call = client.train();
+  const onAbort = () => call.cancel();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    call.write({
+      kind: { $case: 'attach', value: { workerId, weightsVersion: undefined } },
+    } satisfies TrainRequest);
+    for await (const message of call as AsyncIterable<TrainResponse>) {
+      const kind = message.kind;
+      if (!kind) continue;
+      if (kind.$case === 'weights') {
+        const tensor = assembler.push(kind.value.chunk!);
+        if (tensor)
+          weights = {
+            version: Number(tensor.meta.version),
+            params: decodeTensor(tensor.bytes, tensor.meta.dtype),
+          };
+      } else if (kind.$case === 'assignment') {
+        const a = kind.value;
+        if (Number(a.weightsVersion) !== weights.version) {
+          throw new ShardlineError(
+            'INTERNAL',
+            `Assigned step ${a.step} at weights version ${a.weightsVersion}, but this worker holds version ${weights.version}.`,
+          );
+        }
+        const result = await local.computeShare(
+          {
+            epoch: a.epoch,
+            step: Number(a.step),
+            stepInEpoch: a.stepInEpoch,
+            rank: a.rank,
+            worldSize: a.worldSize,
+          },
+          weights,
+        );
+        const gradient = result.sampleCount > 0 ? result.gradient : new Float32Array(layout.size);
+        const meta = {
+          dtype: job.gradientDtype,
+          shape: [layout.size],
+          elementCount: layout.size,
+          layoutFingerprint: layout.fingerprint,
+          version: BigInt(weights.version),
+          step: a.step,
+        };
+        await writeMessages(
+          call,
+          gradientMessages(
+            meta,
+            encodeTensor(gradient, job.gradientDtype),
+            {
+              sampleCount: result.sampleCount,
+              loss: result.loss,
+              correct: result.correct,
+              computeSeconds: result.computeSeconds,
+            },
+            job.maxChunkBytes,
+          ),
+        );
+        steps++;
+        if (log.enabled('debug'))
+          log.debug('step done', {
+            step: Number(a.step),
+            rank: a.rank,
+            samples: result.sampleCount,
+            computeSeconds: result.computeSeconds,
+          });
+      } else if (kind.$case === 'evaluate') {
+        const e = kind.value;
+        const started = performance.now();
+        const state = await local.evaluate({ start: e.start, end: e.end }, weights);
+        call.write({
+          kind: {
+            $case: 'evaluation',
+            value: {
+              requestId: e.requestId,
+              stateJson: JSON.stringify(state),
+              computeSeconds: (performance.now() - started) / 1000,
+            },
+          },
+        } satisfies TrainRequest);
+      } else if (kind.$case === 'stop') {
+        const reason =
+          (
+            {
+              [StopReason.JOB_DONE]: 'job-done',
+              [StopReason.SHUTDOWN]: 'shutdown',
+              [StopReason.EVICTED]: 'evicted',
+              [StopReason.JOB_FAILED]: 'job-failed',
+            } as Record<number, WorkerOutcome['reason']>
+          )[kind.value.reason] ?? 'shutdown';
+        call.end();
+        log.info('coordinator stopped this worker', { reason, message: kind.value.message, steps });
+        return { workerId, reason, message: kind.value.message, steps };
+      }
+    }
+    throw new ShardlineError(
+      'NETWORK',
+      `The coordinator at ${options.coordinator} closed the training stream without saying stop.`,
+    );
+  } catch (error) {
+    const code = (error as ServiceError).code;
+    if (typeof code === 'number') throw fromGrpcStatus(error as ServiceError);
+    throw error;
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+    model.dispose();
+  }
+}
