@@ -79,6 +79,14 @@ export function buildProgram(
         .default('float32'),
     )
     .addOption(
+      new Option(
+        '--weights-dtype <dtype>',
+        "encoding of weights on the wire (16-bit rounds the workers' copy)",
+      )
+        .choices(['float32', 'float16', 'bfloat16'])
+        .default('float32'),
+    )
+    .addOption(
       new Option('--model <name>', 'model to train')
         .choices(listModels().map((m) => m.name))
         .default('seed-cnn'),
@@ -173,6 +181,7 @@ export function buildProgram(
           localWorkers,
           minWorkers: (opts.minWorkers as number | undefined) ?? Math.max(1, localWorkers),
           gradientDtype: dtypes[opts.gradientDtype as keyof typeof dtypes],
+          weightsDtype: dtypes[opts.weightsDtype as keyof typeof dtypes],
         },
       });
     });

@@ -15,6 +15,14 @@ export interface EpochMetrics {
   images_per_second: number;
   workers: number;
   step: number;
+  /** Per-step means over the epoch, in seconds: whole step, slowest compute, exchange, optimizer. */
+  step_seconds?: number;
+  compute_seconds?: number;
+  exchange_seconds?: number;
+  optimizer_seconds?: number;
+  /** Tensor bytes sent to / received from workers during the epoch (distributed mode). */
+  bytes_sent?: number;
+  bytes_received?: number;
 }
 
 /** Fields of the `started` event. */

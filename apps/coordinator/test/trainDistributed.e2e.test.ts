@@ -60,6 +60,21 @@ describe('distributed training over gRPC', () => {
     expect(summary.evaluation.count).toBe(1000);
   });
 
+  it('moves weights and gradients losslessly: one worker over gRPC ends bit-identical to --in-process', async () => {
+    const args = ['train', '--epochs', '1', '--model', 'mlp', '--limit-train', '512', '--limit-test', '100', '--seed', '5', '--log-format', 'json'];
+    const local = await runCli([...args, '--in-process', '--out', join(out, 'same-a')]);
+    const remote = await runCli([...args, '--local-workers', '1', '--listen', '127.0.0.1:0', '--out', join(out, 'same-b')]);
+    expect(local.code, local.stderr).toBe(0);
+    expect(remote.code, remote.stderr).toBe(0);
+    const weights = (dir: string) => readFile(join(out, dir, 'model', 'weights.bin'));
+    expect(Buffer.compare(await weights('same-a'), await weights('same-b'))).toBe(0);
+    const epoch = remote.events().find((e) => e.event === 'epoch_end')!;
+    // 16 steps: weights out (the initial ones, then one per step) and one gradient in, 4 bytes a value.
+    const parameters = remote.events()[0]!.parameters as number;
+    expect(epoch.bytes_received).toBe(16 * parameters * 4);
+    expect(epoch.bytes_sent).toBe(16 * parameters * 4);
+  });
+
   it('waits for remote workers with --local-workers 0 and trains with those that join', async () => {
     const dir = join(out, 'remote');
     const coordinator = spawn(

@@ -60,6 +60,9 @@ export interface WorkerOutcome {
   steps: number;
 }
 
+/** Steps between the info-level summaries of compute time. */
+const STEP_LOG_EVERY = 50;
+
 const RETRYABLE = new Set<number>([
   status.UNAVAILABLE,
   status.DEADLINE_EXCEEDED,
@@ -177,6 +180,7 @@ async function serve(
   });
   let weights: WeightsSnapshot = { version: -1, params: readWeights(model, layout) };
   let steps = 0;
+  const recent: number[] = [];
   const call = client.train();
   const onAbort = () => call.cancel();
   options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -236,6 +240,17 @@ async function serve(
           ),
         );
         steps++;
+        recent.push(result.computeSeconds);
+        if (recent.length === STEP_LOG_EVERY) {
+          log.info('steps computed', {
+            steps,
+            share: result.sampleCount,
+            rank: a.rank,
+            world_size: a.worldSize,
+            mean_compute_seconds: recent.reduce((x, y) => x + y, 0) / recent.length,
+          });
+          recent.length = 0;
+        }
         if (log.enabled('debug'))
           log.debug('step done', {
             step: Number(a.step),

@@ -64,6 +64,7 @@ export function createCluster(options: ClusterOptions): Cluster {
   const joined = new Map<string, RemoteWorkerInfo>();
   const attached: RemoteWorker[] = [];
   const encoder = createWeightsEncoder(job.weightsDtype, encodeTensor);
+  const traffic = { sent: 0, received: 0 };
   let aborted: ShardlineError | undefined;
   let waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
   const wake = () => {
@@ -148,7 +149,7 @@ export function createCluster(options: ClusterOptions): Cluster {
         );
         return;
       }
-      worker = createRemoteWorker(info, call, job, layout, encoder);
+      worker = createRemoteWorker(info, call, job, layout, encoder, traffic);
       attached.push(worker);
       reporter.workerJoined({
         worker: info.name,
@@ -189,6 +190,7 @@ export function createCluster(options: ClusterOptions): Cluster {
   return {
     service: { join, train, leave, getStatus },
     attached: () => attached,
+    traffic: () => ({ ...traffic }),
     async members(signal?: AbortSignal): Promise<readonly TrainingWorker[]> {
       for (;;) {
         if (aborted) throw aborted;

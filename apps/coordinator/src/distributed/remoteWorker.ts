@@ -80,6 +80,7 @@ export function createRemoteWorker(
   job: JobSpec,
   layout: ParamLayout,
   encoder: WeightsEncoder,
+  traffic: { sent: number; received: number },
 ): RemoteWorker {
   let version = -1;
   let gradient:
@@ -115,7 +116,9 @@ export function createRemoteWorker(
       version: BigInt(weights.version),
       step: BigInt(weights.version),
     };
-    await writeMessages(call, weightsMessages(meta, encoder.bytes(weights), job.maxChunkBytes));
+    const bytes = encoder.bytes(weights);
+    await writeMessages(call, weightsMessages(meta, bytes, job.maxChunkBytes));
+    traffic.sent += bytes.byteLength;
     version = weights.version;
   };
 
@@ -196,6 +199,7 @@ export function createRemoteWorker(
             );
           const done = gradient;
           gradient = undefined;
+          traffic.received += tensor.bytes.byteLength;
           done.resolve({ ...samples, gradient: decodeTensor(tensor.bytes, tensor.meta.dtype) });
         } else if (kind.$case === 'evaluation') {
           if (!evaluation || evaluation.key !== kind.value.requestId) {

@@ -17,7 +17,7 @@ import { createModel } from '@shardline/models';
 import {
   applyServerFlowControlWindow,
   CoordinatorServiceDefinition,
-  DataType,
+  type DataType,
   DEFAULT_CHUNK_BYTES,
   SERVER_OPTIONS,
   StopReason,
@@ -38,6 +38,8 @@ export interface DistributedSettings {
   minWorkers: number;
   /** Encoding of gradients on the wire. */
   gradientDtype: DataType;
+  /** Encoding of weights on the wire; 16-bit types round the workers' copy, never the master. */
+  weightsDtype: DataType;
 }
 
 function bind(server: Server, address: string): Promise<number> {
@@ -93,7 +95,7 @@ export async function trainDistributed(
       globalBatchSize: config.batchSize,
       epochs: config.epochs,
       gradientDtype: settings.gradientDtype,
-      weightsDtype: DataType.FLOAT32,
+      weightsDtype: settings.weightsDtype,
       maxChunkBytes: DEFAULT_CHUNK_BYTES,
       layoutFingerprint: layout.fingerprint,
       parameterCount: layout.size,

@@ -24,6 +24,8 @@ import type { TrainConfig } from '../trainConfig.js';
 export interface Membership {
   /** The workers taking part in the next step, in rank order; waits while there are too few. */
   members(signal?: AbortSignal): Promise<readonly TrainingWorker[]>;
+  /** Bytes of tensors sent to and received from workers so far (absent in-process). */
+  traffic?(): { sent: number; received: number };
 }
 
 /** A membership that never changes: the in-process worker, or a fixed test group. */
@@ -56,8 +58,13 @@ export interface SyncTrainingResult {
 
 /** Per-step timing, summed over an epoch, so logs can tell computing from exchanging. */
 interface StepTimes {
+  /** Whole steps, from handing out shares to the updated weights. */
   wall: number;
+  /** From handing out shares until the last gradient arrived. */
+  gather: number;
+  /** The slowest worker's own compute time, per step. */
   compute: number;
+  /** Averaging and the optimizer update. */
   optimizer: number;
 }
 
@@ -89,7 +96,7 @@ export function averageGradients(
 export async function runSynchronousTraining(
   options: SyncTrainingOptions,
 ): Promise<SyncTrainingResult> {
-  const { config, layout, params, membership, reporter, logger, signal } = options;
+  const { config, layout, params, membership, reporter, signal } = options;
   const optimizer = createOptimizer({
     kind: config.optimizer,
     size: layout.size,
@@ -113,7 +120,8 @@ export async function runSynchronousTraining(
     let correct = 0;
     let seen = 0;
     let workersSeen = 0;
-    const times: StepTimes = { wall: 0, compute: 0, optimizer: 0 };
+    const times: StepTimes = { wall: 0, gather: 0, compute: 0, optimizer: 0 };
+    const trafficBefore = membership.traffic?.();
     for (let s = 0; s < steps; s++) {
       if (signal?.aborted)
         throw new ShardlineError('CANCELLED', 'Training was interrupted before it finished.');
@@ -147,6 +155,7 @@ export async function runSynchronousTraining(
       step++;
       const t2 = performance.now();
       times.wall += (t2 - t0) / 1000;
+      times.gather += (t1 - t0) / 1000;
       times.compute += Math.max(...results.map((r) => r.computeSeconds));
       times.optimizer += (t2 - t1) / 1000;
       lossSum += stepLoss;
@@ -163,6 +172,8 @@ export async function runSynchronousTraining(
       // Let signal handlers, timers and I/O run between steps.
       await new Promise((r) => setImmediate(r));
     }
+    // Step traffic only: evaluation's weight transfer is not part of a step.
+    const trafficAfter = membership.traffic?.();
     evaluation = await evaluateAll(options, weights);
     const metrics: EpochMetrics = {
       epoch: epoch + 1,
@@ -173,14 +184,19 @@ export async function runSynchronousTraining(
       images_per_second: seen / times.wall,
       workers: workersSeen,
       step,
+      // Per-step means: where a step's time goes. Exchange is the wait for gradients beyond the
+      // slowest worker's own compute time: transfers, encoding, queueing.
+      step_seconds: times.wall / steps,
+      compute_seconds: times.compute / steps,
+      exchange_seconds: Math.max(0, times.gather - times.compute) / steps,
+      optimizer_seconds: times.optimizer / steps,
+      ...(trafficBefore && trafficAfter
+        ? {
+            bytes_sent: trafficAfter.sent - trafficBefore.sent,
+            bytes_received: trafficAfter.received - trafficBefore.received,
+          }
+        : {}),
     };
-    logger.debug('epoch timing', {
-      epoch: epoch + 1,
-      wall_seconds: times.wall,
-      compute_seconds: times.compute,
-      optimizer_seconds: times.optimizer,
-      exchange_seconds: Math.max(0, times.wall - times.compute - times.optimizer),
-    });
     history.push(metrics);
     reporter.epochEnd(metrics);
   }
