@@ -4,8 +4,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { credentials } from '@grpc/grpc-js';
+import {
+  CHANNEL_OPTIONS,
+  CoordinatorClient,
+  type GetStatusResponse,
+  JobState,
+} from '@shardline/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliPath, runCli } from './runCli.js';
+
+function getStatus(address: string): Promise<GetStatusResponse> {
+  const client = new CoordinatorClient(address, credentials.createInsecure(), CHANNEL_OPTIONS);
+  return new Promise<GetStatusResponse>((resolve, reject) =>
+    client.getStatus({}, (error, response) => (error ? reject(error) : resolve(response))),
+  ).finally(() => client.close());
+}
 
 const workerCli = fileURLToPath(new URL('../../worker/dist/cli.js', import.meta.url));
 
@@ -61,9 +75,31 @@ describe('distributed training over gRPC', () => {
   });
 
   it('moves weights and gradients losslessly: one worker over gRPC ends bit-identical to --in-process', async () => {
-    const args = ['train', '--epochs', '1', '--model', 'mlp', '--limit-train', '512', '--limit-test', '100', '--seed', '5', '--log-format', 'json'];
+    const args = [
+      'train',
+      '--epochs',
+      '1',
+      '--model',
+      'mlp',
+      '--limit-train',
+      '512',
+      '--limit-test',
+      '100',
+      '--seed',
+      '5',
+      '--log-format',
+      'json',
+    ];
     const local = await runCli([...args, '--in-process', '--out', join(out, 'same-a')]);
-    const remote = await runCli([...args, '--local-workers', '1', '--listen', '127.0.0.1:0', '--out', join(out, 'same-b')]);
+    const remote = await runCli([
+      ...args,
+      '--local-workers',
+      '1',
+      '--listen',
+      '127.0.0.1:0',
+      '--out',
+      join(out, 'same-b'),
+    ]);
     expect(local.code, local.stderr).toBe(0);
     expect(remote.code, remote.stderr).toBe(0);
     const weights = (dir: string) => readFile(join(out, dir, 'model', 'weights.bin'));
@@ -103,12 +139,15 @@ describe('distributed training over gRPC', () => {
       stderr += d;
     });
     const events: Array<Record<string, unknown>> = [];
+    let status: GetStatusResponse | undefined;
     const workers: ReturnType<typeof spawn>[] = [];
     const exited = new Promise<number | null>((resolve) => coordinator.on('close', resolve));
     for await (const line of createInterface({ input: coordinator.stdout })) {
       const event = JSON.parse(line) as Record<string, unknown>;
       events.push(event);
       if (event.event === 'started') {
+        // Operators can ask where the job stands: it waits for its two workers.
+        status = await getStatus(String(event.listen));
         // Start the workers only now, as an operator would on other machines.
         for (const name of ['remote-a', 'remote-b']) {
           workers.push(
@@ -140,5 +179,11 @@ describe('distributed training over gRPC', () => {
     const joined = events.filter((e) => e.event === 'worker_joined').map((e) => e.worker);
     expect(joined.sort()).toEqual(['remote-a', 'remote-b']);
     expect(events.at(-1)).toMatchObject({ event: 'done', workers: 2, step: 32 });
+    expect(status).toMatchObject({ state: JobState.WAITING_FOR_WORKERS, workers: [], step: 0n });
+    expect(status!.job).toMatchObject({
+      modelName: 'fast-cnn',
+      globalBatchSize: 64,
+      limitTrain: 2048,
+    });
   });
 });

@@ -13,10 +13,12 @@ import { type Logger, type ParamLayout, ShardlineError } from '@shardline/core';
 import {
   type CoordinatorServiceServer,
   checkProtocolVersion,
+  type EpochMetrics as EpochMetricsMessage,
   encodeTensor,
   type GetStatusRequest,
   type GetStatusResponse,
   type JobSpec,
+  JobState,
   type JoinRequest,
   type JoinResponse,
   type LeaveRequest,
@@ -26,6 +28,7 @@ import {
   type TrainRequest,
   type TrainResponse,
   toGrpcStatus,
+  WorkerState,
 } from '@shardline/protocol';
 import type { TrainingWorker } from '@shardline/worker';
 import type { Reporter } from '../reporter.js';
@@ -47,8 +50,19 @@ export interface ClusterOptions {
   logger: Logger;
 }
 
+/** Where the job stands, for GetStatus. */
+export interface JobProgress {
+  state: JobState;
+  epoch: number;
+  step: number;
+  weightsVersion: number;
+  lastEpoch?: EpochMetricsMessage;
+}
+
 /** The admitted workers and the service that admits them. */
 export interface Cluster extends Membership {
+  /** Records the job's progress, which GetStatus reports. */
+  setProgress(progress: Partial<JobProgress>): void;
   readonly service: CoordinatorServiceServer;
   /** Workers attached right now, in rank order. */
   attached(): readonly RemoteWorker[];
@@ -66,6 +80,12 @@ export function createCluster(options: ClusterOptions): Cluster {
   const encoder = createWeightsEncoder(job.weightsDtype, encodeTensor);
   const traffic = { sent: 0, received: 0 };
   let aborted: ShardlineError | undefined;
+  const progress: JobProgress = {
+    state: JobState.WAITING_FOR_WORKERS,
+    epoch: 0,
+    step: 0,
+    weightsVersion: 0,
+  };
   let waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
   const wake = () => {
     const ready = waiters;
@@ -113,6 +133,7 @@ export function createCluster(options: ClusterOptions): Cluster {
       worker = undefined;
       const i = attached.indexOf(w);
       if (i >= 0) attached.splice(i, 1);
+      joined.delete(w.id);
       w.fail(new ShardlineError('NETWORK', `Worker ${w.name} left: ${why}.`));
       reporter.workerLeft({
         worker: w.name,
@@ -181,15 +202,51 @@ export function createCluster(options: ClusterOptions): Cluster {
     _call: ServerUnaryCall<GetStatusRequest, GetStatusResponse>,
     callback: sendUnaryData<GetStatusResponse>,
   ) => {
-    callback({
-      code: status.UNIMPLEMENTED,
-      details: 'GetStatus is not served by this coordinator yet.',
+    const attachedIds = new Set(attached.map((w) => w.id));
+    const describe = (info: RemoteWorkerInfo) => ({
+      workerId: info.id,
+      workerName: info.name,
+      hostname: info.hostname,
+      pid: info.pid,
+      backend: info.backend,
+    });
+    const workers = [
+      ...attached.map((w, rank) => ({
+        ...describe(w.info),
+        state: WorkerState.TRAINING,
+        rank,
+        lastStep: BigInt(Math.max(0, w.lastStep)),
+        lastSeenUnixMs: BigInt(w.lastSeenMs),
+      })),
+      // Joined but not attached yet: still loading data and building the model.
+      ...[...joined.values()]
+        .filter((info) => !attachedIds.has(info.id))
+        .map((info) => ({
+          ...describe(info),
+          state: WorkerState.JOINED,
+          rank: 0,
+          lastStep: 0n,
+          lastSeenUnixMs: 0n,
+        })),
+    ];
+    callback(null, {
+      protocolVersion: PROTOCOL_VERSION,
+      job,
+      state: progress.state,
+      epoch: progress.epoch,
+      step: BigInt(progress.step),
+      weightsVersion: BigInt(progress.weightsVersion),
+      workers,
+      lastEpoch: progress.lastEpoch,
     });
   };
 
   return {
     service: { join, train, leave, getStatus },
     attached: () => attached,
+    setProgress(update) {
+      Object.assign(progress, update);
+    },
     traffic: () => ({ ...traffic }),
     async members(signal?: AbortSignal): Promise<readonly TrainingWorker[]> {
       for (;;) {

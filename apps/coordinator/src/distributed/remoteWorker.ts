@@ -65,6 +65,9 @@ export interface RemoteWorker extends TrainingWorker {
   readonly info: RemoteWorkerInfo;
   /** Resolves when the stream ends, with why. */
   readonly closed: Promise<string>;
+  /** The last step whose gradient arrived (-1: none yet) and when the worker last sent anything. */
+  readonly lastStep: number;
+  readonly lastSeenMs: number;
   /** Feeds a message the worker sent (the server's data handler calls this). */
   receive(message: TrainRequest): void;
   /** Tells the worker to stop and ends the stream. */
@@ -83,6 +86,8 @@ export function createRemoteWorker(
   traffic: { sent: number; received: number },
 ): RemoteWorker {
   let version = -1;
+  let lastStep = -1;
+  let lastSeenMs = Date.now();
   let gradient:
     | (Pending<ShareResult> & {
         samples?: { sampleCount: number; loss: number; correct: number; computeSeconds: number };
@@ -127,6 +132,12 @@ export function createRemoteWorker(
     name: info.name,
     info,
     closed,
+    get lastStep() {
+      return lastStep;
+    },
+    get lastSeenMs() {
+      return lastSeenMs;
+    },
     async computeShare(
       assignment: ShareAssignment,
       weights: WeightsSnapshot,
@@ -174,6 +185,7 @@ export function createRemoteWorker(
     },
     receive(message) {
       const kind = message.kind;
+      lastSeenMs = Date.now();
       if (!kind) return;
       try {
         if (kind.$case === 'gradient') {
@@ -200,6 +212,7 @@ export function createRemoteWorker(
           const done = gradient;
           gradient = undefined;
           traffic.received += tensor.bytes.byteLength;
+          lastStep = Number(done.key);
           done.resolve({ ...samples, gradient: decodeTensor(tensor.bytes, tensor.meta.dtype) });
         } else if (kind.$case === 'evaluation') {
           if (!evaluation || evaluation.key !== kind.value.requestId) {

@@ -19,6 +19,7 @@ import {
   CoordinatorServiceDefinition,
   type DataType,
   DEFAULT_CHUNK_BYTES,
+  JobState,
   SERVER_OPTIONS,
   StopReason,
 } from '@shardline/protocol';
@@ -145,6 +146,9 @@ export async function trainDistributed(
           config.backend,
           '--log-format',
           config.logFormat,
+          // Local workers log at the coordinator's level, so --log-level warn quiets them too.
+          '--log-level',
+          logger.level,
           ...(config.dataDir === undefined ? [] : ['--data-dir', config.dataDir]),
           ...(config.download ? [] : ['--no-download']),
         ],
@@ -152,6 +156,29 @@ export async function trainDistributed(
         onUnexpectedExit: (error) => c.abort(error),
       });
     }
+    const c = cluster;
+    // GetStatus reports what the reporter hears.
+    const tracking: Reporter = {
+      ...reporter,
+      progress(p) {
+        const step = (p.epoch - 1) * p.stepsPerEpoch + p.stepInEpoch;
+        c.setProgress({ state: JobState.TRAINING, epoch: p.epoch, step, weightsVersion: step });
+        reporter.progress(p);
+      },
+      epochEnd(m) {
+        c.setProgress({
+          lastEpoch: {
+            epoch: m.epoch,
+            trainLoss: m.train_loss,
+            trainAccuracy: m.train_accuracy,
+            testLoss: m.test_loss,
+            testAccuracy: m.test_accuracy,
+            imagesPerSecond: m.images_per_second,
+          },
+        });
+        reporter.epochEnd(m);
+      },
+    };
     const result = await runSynchronousTraining({
       config,
       layout,
@@ -160,10 +187,11 @@ export async function trainDistributed(
       testCount,
       classNames: descriptor.classNames,
       membership: cluster,
-      reporter,
+      reporter: tracking,
       logger,
       ...(signal ? { signal } : {}),
     });
+    cluster.setProgress({ state: JobState.DONE });
     await cluster.stopAll(StopReason.JOB_DONE, 'Training finished.');
     writeWeights(model, result.weights.params, layout);
     const outputs = await writeRunOutputs(outDir.path, model, {
@@ -179,6 +207,7 @@ export async function trainDistributed(
     reporter.done({ ...last, model_path: outputs.modelPath, summary_path: outputs.summaryPath });
     return { history: result.history, ...outputs };
   } catch (error) {
+    cluster?.setProgress({ state: JobState.FAILED });
     await cluster?.stopAll(StopReason.JOB_FAILED, (error as Error).message).catch(() => {});
     await outDir.discardIfEmpty();
     throw error;
