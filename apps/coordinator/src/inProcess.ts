@@ -14,27 +14,23 @@ import {
 import { loadDataset } from '@shardline/datasets';
 import { createModel } from '@shardline/models';
 import { createLocalWorker } from '@shardline/worker';
-import type { EpochMetrics, Reporter } from './reporter.js';
-import { prepareOutDir, writeRunOutputs } from './runOutputs.js';
+import { checkpointOptions, finishRun, type RunControl, type TrainResult } from './job.js';
+import type { Reporter } from './reporter.js';
+import { prepareOutDir } from './runOutputs.js';
 import type { TrainConfig } from './trainConfig.js';
 import { fixedMembership, runSynchronousTraining } from './training/syncTrainer.js';
 
-/** The outcome of a finished run. */
-export interface TrainResult {
-  history: EpochMetrics[];
-  modelPath: string;
-  summaryPath: string;
-}
+export type { TrainResult } from './job.js';
 
-/** Runs a whole training job in this process. Resolves when it finished; rejects with a ShardlineError. */
+/** Runs a whole training job in this process. Resolves when it finished or stopped; rejects with a ShardlineError. */
 export async function trainInProcess(
   config: TrainConfig,
   reporter: Reporter,
   logger: Logger,
-  signal?: AbortSignal,
+  control: RunControl = {},
 ): Promise<TrainResult> {
   const started = Date.now();
-  const outDir = await prepareOutDir(resolve(config.out));
+  const outDir = await prepareOutDir(resolve(config.out), config.resume);
   try {
     const selection = await selectBackend(config.backend, { logger });
     const data = await loadDataset(config.dataset, {
@@ -53,6 +49,7 @@ export async function trainInProcess(
     });
     const layout = describeLayout(model);
     const params = readWeights(model, layout);
+    const checkpoints = await checkpointOptions(config, outDir.path, layout, logger);
     const worker = createLocalWorker({
       model,
       layout,
@@ -81,6 +78,7 @@ export async function trainInProcess(
       seed: config.seed,
       steps_per_epoch: Math.ceil(train.count / config.batchSize),
       out: outDir.path,
+      ...(checkpoints.resume ? { resumed_from_step: checkpoints.resume.step } : {}),
     });
     const result = await runSynchronousTraining({
       config,
@@ -92,21 +90,23 @@ export async function trainInProcess(
       membership: fixedMembership([worker]),
       reporter,
       logger,
-      ...(signal ? { signal } : {}),
+      ...checkpoints,
+      ...(control.signal ? { signal: control.signal } : {}),
+      ...(control.shouldStop ? { shouldStop: control.shouldStop } : {}),
     });
-    writeWeights(model, result.weights.params, layout);
-    const outputs = await writeRunOutputs(outDir.path, model, {
+    return await finishRun({
+      result,
+      out: outDir.path,
+      model,
+      layout,
       config,
       backend: selection.backend,
-      history: result.history,
-      layout,
       classNames,
-      evaluation: result.evaluation,
-      seconds: (Date.now() - started) / 1000,
+      started,
+      reporter,
+      logger,
+      writeWeights: () => writeWeights(model, result.weights.params, layout),
     });
-    const last = result.history[result.history.length - 1]!;
-    reporter.done({ ...last, model_path: outputs.modelPath, summary_path: outputs.summaryPath });
-    return { history: result.history, ...outputs };
   } catch (error) {
     await outDir.discardIfEmpty();
     throw error;

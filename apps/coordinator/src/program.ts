@@ -11,12 +11,14 @@ import {
   OptimizerKinds,
   parseBackendPreference,
   ScheduleKinds,
+  ShardlineError,
   toShardlineError,
 } from '@shardline/core';
 import { datasetNames } from '@shardline/datasets';
 import { listModels } from '@shardline/models';
 import { DataType } from '@shardline/protocol';
 import { Command, CommanderError, Option } from 'commander';
+import { createSecurityOptions, readSecurityFlags } from './distributed/security.js';
 import { type DistributedSettings, trainDistributed } from './distributed/trainDistributed.js';
 import { trainInProcess } from './inProcess.js';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './parsers.js';
@@ -37,6 +39,8 @@ function defaultOut(): string {
 /** Flags of `train` that are not part of the job's config. */
 export interface TrainFlags {
   inProcess: boolean;
+  /** Whether --out was given (--resume needs it). */
+  outGiven: boolean;
   logLevel: LogLevel;
   distributed: DistributedSettings;
 }
@@ -46,6 +50,7 @@ export function buildProgram(
   streams: ReporterStreams,
   onTrain: (config: TrainConfig, flags: TrainFlags) => Promise<void>,
 ): Command {
+  const security = createSecurityOptions();
   const program = new Command('shardline-coordinator')
     .description('Train image classifiers data-parallel with TensorFlow.js.')
     .version(version)
@@ -68,6 +73,12 @@ export function buildProgram(
       '127.0.0.1:7070',
     )
     .option('--local-workers <n>', 'worker processes to start on this machine', nonNegativeInt, 2)
+    // Channel security: token, TLS, mutual TLS (distributed/security.ts).
+    .addOption(security.token)
+    .addOption(security.tlsCert)
+    .addOption(security.tlsKey)
+    .addOption(security.tlsCa)
+    .addOption(security.insecure)
     .option(
       '--min-workers <n>',
       'workers that must be attached before a step runs (default: --local-workers, at least 1)',
@@ -121,6 +132,36 @@ export function buildProgram(
       0,
     )
     .option('--augment', 'random shifts and flips of training images', false)
+    .option(
+      '--resume',
+      'continue the run in --out from its newest checkpoint (same flags otherwise)',
+      false,
+    )
+    .option(
+      '--checkpoint-every <steps>',
+      'also checkpoint every N steps (0: only at each epoch end)',
+      nonNegativeInt,
+      0,
+    )
+    .option('--keep-checkpoints <n>', 'checkpoints kept under <out>/checkpoints', positiveInt, 3)
+    .option(
+      '--worker-timeout <seconds>',
+      'drop a worker that has not returned its share this long after a step began',
+      positiveNumber,
+      10,
+    )
+    .option(
+      '--wait-timeout <seconds>',
+      'give up when fewer than --min-workers are attached for this long (0: wait forever)',
+      nonNegativeNumber,
+      300,
+    )
+    .option(
+      '--max-workers <n>',
+      'refuse joins beyond this many workers (0: no limit)',
+      nonNegativeInt,
+      0,
+    )
     .option('--seed <n>', 'seed for initialisation, shuffling and augmentation', nonNegativeInt, 42)
     .addOption(
       new Option('--backend <name>', 'compute backend')
@@ -165,6 +206,9 @@ export function buildProgram(
         evalBatchSize: opts.evalBatchSize as number,
         augment: opts.augment as boolean,
         out: (opts.out as string | undefined) ?? defaultOut(),
+        resume: opts.resume as boolean,
+        checkpointEvery: opts.checkpointEvery as number,
+        keepCheckpoints: opts.keepCheckpoints as number,
         logFormat: opts.logFormat as TrainConfig['logFormat'],
       };
       const localWorkers = opts.localWorkers as number;
@@ -175,6 +219,7 @@ export function buildProgram(
       };
       await onTrain(config, {
         inProcess: opts.inProcess as boolean,
+        outGiven: opts.out !== undefined,
         logLevel: opts.logLevel as LogLevel,
         distributed: {
           listen: opts.listen as string,
@@ -182,6 +227,10 @@ export function buildProgram(
           minWorkers: (opts.minWorkers as number | undefined) ?? Math.max(1, localWorkers),
           gradientDtype: dtypes[opts.gradientDtype as keyof typeof dtypes],
           weightsDtype: dtypes[opts.weightsDtype as keyof typeof dtypes],
+          maxWorkers: opts.maxWorkers as number,
+          workerTimeoutMs: (opts.workerTimeout as number) * 1000,
+          waitTimeoutMs: (opts.waitTimeout as number) * 1000,
+          security: readSecurityFlags(opts),
         },
       });
     });
@@ -201,17 +250,42 @@ export async function runCli(argv: string[], streams: ReporterStreams): Promise<
     });
     const reporter =
       config.logFormat === 'json' ? createJsonReporter(streams) : createTextReporter(streams);
-    const abort = new AbortController();
-    const onSignal = () => abort.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    // First SIGINT/SIGTERM: finish the current step, checkpoint, stop the workers, exit 0.
+    // A second one: exit at once.
+    let stopRequested = false;
+    const onSignal = (name: string) => {
+      if (stopRequested) {
+        streams.stderr.write(`shardline-coordinator: second ${name}, exiting at once.\n`);
+        process.exit(130);
+      }
+      stopRequested = true;
+      logger.warn(
+        `${name} received: stopping after the current step (send it again to exit at once)`,
+      );
+    };
+    const onInt = () => onSignal('SIGINT');
+    const onTerm = () => onSignal('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+    const control = { shouldStop: () => stopRequested };
     try {
-      if (flags.inProcess) await trainInProcess(config, reporter, logger, abort.signal);
-      else
-        await trainDistributed(config, flags.distributed, reporter, logger, streams, abort.signal);
+      if (config.resume && flags.outGiven === false) {
+        throw new ShardlineError(
+          'INVALID_ARGUMENT',
+          '--resume needs --out <dir>: the folder of the run to continue.',
+        );
+      }
+      const result = flags.inProcess
+        ? await trainInProcess(config, reporter, logger, control)
+        : await trainDistributed(config, flags.distributed, reporter, logger, streams, control);
+      if (!result.completed) {
+        streams.stderr.write(
+          `shardline-coordinator: stopped before the end; a checkpoint is in ${config.out}. Continue with the same flags plus --resume.\n`,
+        );
+      }
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
     }
   });
   try {

@@ -68,16 +68,24 @@ export interface OutDir {
 /**
  * Checks `out` before training starts, so a run fails in its first second rather than after
  * hours: the folder must be creatable, and must not already hold a finished run (which this
- * one would overwrite).
+ * one would overwrite). A resumed run reuses its folder, which must not be finished either.
  */
-export async function prepareOutDir(out: string): Promise<OutDir> {
+export async function prepareOutDir(out: string, resume = false): Promise<OutDir> {
   for (const name of ['summary.json', 'model']) {
     if (existsSync(join(out, name))) {
       throw new ShardlineError(
         'INVALID_ARGUMENT',
-        `--out ${out} already holds a run (found ${name}); it would be overwritten. Choose another --out, or move that run away first.`,
+        resume
+          ? `--resume ${out}: that run already finished (found ${name}); there is nothing to resume.`
+          : `--out ${out} already holds a run (found ${name}); it would be overwritten. Choose another --out, or move that run away first.`,
       );
     }
+  }
+  if (resume && !existsSync(out)) {
+    throw new ShardlineError(
+      'NOT_FOUND',
+      `--resume ${out}: no such folder. Pass the --out folder of the run to continue.`,
+    );
   }
   const created = (await mkdir(out, { recursive: true })) !== undefined;
   return {

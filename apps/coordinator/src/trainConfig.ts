@@ -28,5 +28,11 @@ export interface TrainConfig {
   evalBatchSize: number;
   augment: boolean;
   out: string;
+  /** Continue the run under `out` from its newest checkpoint. */
+  resume: boolean;
+  /** Checkpoint every N steps (0: only at each epoch's end). */
+  checkpointEvery: number;
+  /** Checkpoints kept; older ones are deleted. */
+  keepCheckpoints: number;
   logFormat: 'json' | 'text';
 }

@@ -36,6 +36,9 @@ const config = (over: Partial<TrainConfig> = {}): TrainConfig => ({
   evalBatchSize: 64,
   augment: false,
   out: 'unused',
+  resume: false,
+  checkpointEvery: 0,
+  keepCheckpoints: 3,
   logFormat: 'json',
   ...over,
 });
@@ -87,7 +90,7 @@ async function train(workers: number, cfg: TrainConfig) {
     params: result.weights.params,
     version: result.weights.version,
     epochs,
-    evaluation: result.evaluation,
+    evaluation: result.evaluation!,
   };
 }
 

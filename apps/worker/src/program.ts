@@ -13,6 +13,12 @@ import {
   toShardlineError,
 } from '@shardline/core';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import {
+  createWorkerSecurityOptions,
+  explainSecurityFailure,
+  readWorkerSecurityFlags,
+  resolveWorkerChannel,
+} from './security.js';
 import { runWorker } from './session.js';
 
 const version = (
@@ -90,41 +96,47 @@ export async function runWorkerCli(argv: string[], streams: WorkerStreams): Prom
         .choices([...LogLevels])
         .env('SHARDLINE_LOG_LEVEL')
         .default('info'),
-    )
-    .action(async (opts: Record<string, unknown>) => {
-      const logger = createLogger({
-        level: opts.logLevel as LogLevel,
-        format: opts.logFormat as 'json' | 'text',
-        sink: streams.stderr,
-        fields: { name: opts.name },
-      });
-      const abort = new AbortController();
-      const onSignal = () => abort.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      try {
-        const outcome = await runWorker({
-          coordinator: opts.coordinator as string,
-          name: opts.name as string,
-          backend: parseBackendPreference(opts.backend as string),
-          ...(opts.dataDir === undefined ? {} : { dataDir: opts.dataDir as string }),
-          download: opts.download as boolean,
-          connectTimeoutMs: (opts.connectTimeout as number) * 1000,
-          logger,
-          signal: abort.signal,
-        });
-        if (outcome.reason === 'job-failed' || outcome.reason === 'evicted') {
-          throw toShardlineError(
-            new Error(
-              `The coordinator stopped this worker (${outcome.reason}): ${outcome.message}`,
-            ),
-          );
-        }
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      }
+    );
+  // Channel security: token, TLS, mutual TLS (security.ts).
+  for (const option of createWorkerSecurityOptions()) program.addOption(option);
+  program.action(async (opts: Record<string, unknown>) => {
+    const logger = createLogger({
+      level: opts.logLevel as LogLevel,
+      format: opts.logFormat as 'json' | 'text',
+      sink: streams.stderr,
+      fields: { name: opts.name },
     });
+    // Before the backend loads or data is read: bad PEM files or a bad token stop here.
+    const coordinator = opts.coordinator as string;
+    const channel = resolveWorkerChannel(readWorkerSecurityFlags(opts), coordinator, logger);
+    const abort = new AbortController();
+    const onSignal = () => abort.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    try {
+      const outcome = await runWorker({
+        coordinator,
+        name: opts.name as string,
+        backend: parseBackendPreference(opts.backend as string),
+        ...(opts.dataDir === undefined ? {} : { dataDir: opts.dataDir as string }),
+        download: opts.download as boolean,
+        connectTimeoutMs: (opts.connectTimeout as number) * 1000,
+        channel,
+        logger,
+        signal: abort.signal,
+      }).catch((error: unknown) => {
+        throw explainSecurityFailure(error, channel, coordinator);
+      });
+      if (outcome.reason === 'job-failed' || outcome.reason === 'evicted') {
+        throw toShardlineError(
+          new Error(`The coordinator stopped this worker (${outcome.reason}): ${outcome.message}`),
+        );
+      }
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  });
   try {
     await program.parseAsync(argv);
     return 0;

@@ -4,7 +4,7 @@
  * assigned share, evaluate test slices, until the coordinator says stop.
  */
 import { hostname } from 'node:os';
-import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
+import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import {
   type BackendPreference,
   describeLayout,
@@ -36,6 +36,7 @@ import {
 } from '@shardline/protocol';
 import { retryWithBackoff } from './backoff.js';
 import { createLocalWorker } from './localWorker.js';
+import { plaintextChannel, tlsFailure, type WorkerChannel } from './security.js';
 import type { WeightsSnapshot } from './trainingWorker.js';
 
 /** Settings of one worker process. */
@@ -48,6 +49,8 @@ export interface WorkerOptions {
   download: boolean;
   /** How long to keep trying to reach the coordinator before giving up. */
   connectTimeoutMs: number;
+  /** TLS and token (security.ts `resolveWorkerChannel`); default: plaintext, no token. */
+  channel?: WorkerChannel;
   logger: Logger;
   signal?: AbortSignal;
 }
@@ -99,40 +102,75 @@ function join(
 export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> {
   const { logger } = options;
   const selection = await selectBackend(options.backend, { logger });
-  const client = new CoordinatorClient(options.coordinator, credentials.createInsecure(), {
+  const channel = options.channel ?? plaintextChannel();
+  const client = new CoordinatorClient(options.coordinator, channel.credentials, {
     ...CHANNEL_OPTIONS,
+    ...channel.options,
   });
+  const cache: DataCache = {};
   try {
-    const joined = await retryWithBackoff(() => join(client, options.name, selection.backend), {
-      deadlineMs: options.connectTimeoutMs,
-      retryable: (e) => RETRYABLE.has((e as ServiceError).code),
-      onRetry: (e, attempt, delayMs) =>
-        logger.info('coordinator not reachable yet, retrying', {
-          coordinator: options.coordinator,
-          attempt,
-          delayMs,
-          reason: (e as Error).message,
-        }),
-      ...(options.signal ? { signal: options.signal } : {}),
-    }).catch((e: unknown) => {
-      throw (e as ServiceError).code !== undefined
-        ? fromGrpcStatus(e as ServiceError)
-        : toShardlineError(e);
-    });
-    const job = joined.job;
-    if (!job)
-      throw new ShardlineError('INTERNAL', 'The coordinator accepted the join but sent no job.');
-    const log = logger.child({ worker: joined.workerId });
-    log.info('joined coordinator', {
-      coordinator: options.coordinator,
-      job: job.jobId,
-      model: job.modelName,
-      dataset: job.datasetName,
-    });
-    return await serve(client, joined.workerId, job, options, log);
+    // A worker outlives its coordinator's restarts: when the stream breaks it joins again (with
+    // backoff, for up to --connect-timeout) and starts over from the weights it is sent, so it
+    // never computes on stale weights.
+    for (let session = 0; ; session++) {
+      const joined = await retryWithBackoff(() => join(client, options.name, selection.backend), {
+        deadlineMs: options.connectTimeoutMs,
+        // A failed TLS handshake looks like UNAVAILABLE but will fail the same way every time.
+        retryable: (e) => RETRYABLE.has((e as ServiceError).code) && !tlsFailure(e),
+        onRetry: (e, attempt, delayMs) =>
+          logger.info(
+            session === 0
+              ? 'coordinator not reachable yet, retrying'
+              : 'coordinator gone, trying to rejoin',
+            {
+              coordinator: options.coordinator,
+              attempt,
+              delayMs,
+              reason: (e as Error).message,
+            },
+          ),
+        ...(options.signal ? { signal: options.signal } : {}),
+      }).catch((e: unknown) => {
+        throw (e as ServiceError).code !== undefined
+          ? fromGrpcStatus(e as ServiceError)
+          : toShardlineError(e);
+      });
+      const job = joined.job;
+      if (!job)
+        throw new ShardlineError('INTERNAL', 'The coordinator accepted the join but sent no job.');
+      const log = logger.child({ worker: joined.workerId });
+      log.info(session === 0 ? 'joined coordinator' : 'rejoined coordinator', {
+        coordinator: options.coordinator,
+        job: job.jobId,
+        model: job.modelName,
+        dataset: job.datasetName,
+      });
+      try {
+        return await serve(client, joined.workerId, job, options, log, cache);
+      } catch (error) {
+        const e = toShardlineError(error);
+        if (options.signal?.aborted || !isConnectionLoss(e)) throw e;
+        log.warn('lost the coordinator; rejoining', { reason: e.message });
+      }
+    }
   } finally {
     client.close();
   }
+}
+
+/** Errors that mean the coordinator went away (rather than refused or failed this worker). */
+function isConnectionLoss(error: ShardlineError): boolean {
+  return (
+    error.code === 'NETWORK' ||
+    (error.code === 'CANCELLED' && /unavailable|closed|reset|went away/i.test(error.message)) ||
+    error.code === 'TIMEOUT'
+  );
+}
+
+/** The dataset of the last job, kept across rejoins when the next job needs the same data. */
+interface DataCache {
+  key?: string;
+  data?: Awaited<ReturnType<typeof loadDataset>>;
 }
 
 async function serve(
@@ -141,15 +179,21 @@ async function serve(
   job: JobSpec,
   options: WorkerOptions,
   log: Logger,
+  cache: DataCache,
 ): Promise<WorkerOutcome> {
-  const data = await loadDataset(job.datasetName, {
-    ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
-    ...(job.limitTrain > 0 ? { limitTrain: job.limitTrain } : {}),
-    ...(job.limitTest > 0 ? { limitTest: job.limitTest } : {}),
-    download: options.download,
-    progress: 'lines',
-    logger: log,
-  });
+  const key = JSON.stringify([job.datasetName, job.limitTrain, job.limitTest]);
+  if (cache.key !== key || !cache.data) {
+    cache.data = await loadDataset(job.datasetName, {
+      ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
+      ...(job.limitTrain > 0 ? { limitTrain: job.limitTrain } : {}),
+      ...(job.limitTest > 0 ? { limitTest: job.limitTest } : {}),
+      download: options.download,
+      progress: 'lines',
+      logger: log,
+    });
+    cache.key = key;
+  }
+  const data = cache.data;
   const hyperparameters = JSON.parse(job.hyperparametersJson || '{}') as Record<string, unknown>;
   const model = createModel(job.modelName, { ...hyperparameters, seed: job.seed });
   const layout = describeLayout(model);

@@ -25,6 +25,7 @@ import {
   type LeaveResponse,
   PROTOCOL_VERSION,
   type StopReason,
+  StopReason as StopReasonEnum,
   type TrainRequest,
   type TrainResponse,
   toGrpcStatus,
@@ -46,6 +47,10 @@ export interface ClusterOptions {
   layout: ParamLayout;
   /** Steps wait until at least this many workers are attached. */
   minWorkers: number;
+  /** Joins beyond this many workers are refused (0: no limit). */
+  maxWorkers?: number;
+  /** How long `members()` waits below the minimum before failing the job (0: forever). */
+  waitTimeoutMs?: number;
   reporter: Reporter;
   logger: Logger;
 }
@@ -93,6 +98,18 @@ export function createCluster(options: ClusterOptions): Cluster {
     for (const w of ready) w.resolve();
   };
 
+  const removed = new Set<string>();
+  /** Takes a worker out of the group once, however many ways it left (stream end, drop...). */
+  const remove = (w: RemoteWorker, why: string) => {
+    if (removed.has(w.id)) return;
+    removed.add(w.id);
+    const i = attached.indexOf(w);
+    if (i >= 0) attached.splice(i, 1);
+    joined.delete(w.id);
+    w.fail(new ShardlineError('NETWORK', `Worker ${w.name} left: ${why}.`));
+    reporter.workerLeft({ worker: w.name, worker_id: w.id, reason: why, workers: attached.length });
+  };
+
   const join = (
     call: ServerUnaryCall<JoinRequest, JoinResponse>,
     callback: sendUnaryData<JoinResponse>,
@@ -106,6 +123,21 @@ export function createCluster(options: ClusterOptions): Cluster {
         reason: (error as Error).message,
       });
       return callback(toGrpcStatus(error));
+    }
+    const max = options.maxWorkers ?? 0;
+    if (max > 0 && joined.size >= max) {
+      logger.warn('refused a worker: the job is full', {
+        worker: request.workerName,
+        max_workers: max,
+      });
+      return callback(
+        toGrpcStatus(
+          new ShardlineError(
+            'INVALID_ARGUMENT',
+            `The job already has ${joined.size} workers, its maximum (--max-workers ${max}). Start this worker for another job, or raise --max-workers.`,
+          ),
+        ),
+      );
     }
     const info: RemoteWorkerInfo = {
       id: randomUUID(),
@@ -131,16 +163,7 @@ export function createCluster(options: ClusterOptions): Cluster {
       if (!worker) return;
       const w = worker;
       worker = undefined;
-      const i = attached.indexOf(w);
-      if (i >= 0) attached.splice(i, 1);
-      joined.delete(w.id);
-      w.fail(new ShardlineError('NETWORK', `Worker ${w.name} left: ${why}.`));
-      reporter.workerLeft({
-        worker: w.name,
-        worker_id: w.id,
-        reason: why,
-        workers: attached.length,
-      });
+      remove(w, why);
     };
     call.on('data', (message: TrainRequest) => {
       if (worker) return worker.receive(message);
@@ -249,16 +272,53 @@ export function createCluster(options: ClusterOptions): Cluster {
     },
     traffic: () => ({ ...traffic }),
     async members(signal?: AbortSignal): Promise<readonly TrainingWorker[]> {
+      const waitMs = options.waitTimeoutMs ?? 0;
+      const giveUpAt = Date.now() + waitMs;
+      let nextNotice = 0;
       for (;;) {
         if (aborted) throw aborted;
         if (signal?.aborted)
           throw new ShardlineError('CANCELLED', 'Training was interrupted before it finished.');
         if (attached.length >= options.minWorkers) return [...attached];
+        const left = giveUpAt - Date.now();
+        if (waitMs > 0 && left <= 0) {
+          throw new ShardlineError(
+            'TIMEOUT',
+            `Waited ${waitMs / 1000} s for ${options.minWorkers} workers (--min-workers), but only ${attached.length} attached. ` +
+              'Start more shardline-worker processes pointing at this coordinator, or lower --min-workers; raise --wait-timeout to wait longer.',
+          );
+        }
+        if (Date.now() >= nextNotice) {
+          logger.info('waiting for workers', {
+            attached: attached.length,
+            min_workers: options.minWorkers,
+            ...(waitMs > 0 ? { gives_up_in_seconds: Math.ceil(left / 1000) } : {}),
+          });
+          nextNotice = Date.now() + 5000;
+        }
+        // Wake on a join, on abort, or in time for the next notice or the deadline.
         await new Promise<void>((resolve, reject) => {
-          waiters.push({ resolve, reject });
+          const timer = setTimeout(resolve, Math.max(10, Math.min(5000, waitMs > 0 ? left : 5000)));
+          waiters.push({
+            resolve: () => {
+              clearTimeout(timer);
+              resolve();
+            },
+            reject: (e) => {
+              clearTimeout(timer);
+              reject(e);
+            },
+          });
           signal?.addEventListener('abort', () => resolve(), { once: true });
         });
       }
+    },
+    drop(worker, reason) {
+      const w = attached.find((a) => a.id === worker.id);
+      if (!w) return;
+      // Tell it why, close its stream, and give its share to the others from the next try.
+      w.stop(StopReasonEnum.EVICTED, reason);
+      remove(w, `dropped: ${reason}`);
     },
     async stopAll(reason, message) {
       const closing = attached.map((w) => w.closed);

@@ -19,6 +19,9 @@ export interface LocalWorkersOptions {
   count: number;
   coordinator: string;
   args: string[];
+  /** Environment overrides for the workers (secrets go here, not in `args`, which `ps` shows);
+   * `undefined` removes a variable inherited from this process. */
+  env?: Record<string, string | undefined>;
   /** Receives each worker's stderr lines. */
   stderr: { write(chunk: string): unknown };
   /** Called once if a worker exits unexpectedly (non-zero, or by a signal we did not send). */
@@ -32,6 +35,15 @@ export interface LocalWorkers {
   stop(ms: number): Promise<void>;
 }
 
+function childEnv(overrides: Record<string, string | undefined> | undefined): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const [name, value] of Object.entries(overrides ?? {})) {
+    if (value === undefined) delete env[name];
+    else env[name] = value;
+  }
+  return env;
+}
+
 /** Starts `count` worker processes that join `coordinator`. */
 export function startLocalWorkers(options: LocalWorkersOptions): LocalWorkers {
   const cli = workerCliPath();
@@ -43,6 +55,7 @@ export function startLocalWorkers(options: LocalWorkersOptions): LocalWorkers {
       [cli, '--coordinator', options.coordinator, '--name', name, ...options.args],
       {
         stdio: ['ignore', 'ignore', 'pipe'],
+        env: childEnv(options.env),
       },
     );
     let lastLine = '';

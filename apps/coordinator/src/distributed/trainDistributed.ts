@@ -3,7 +3,7 @@
  * processes and remote ones), and runs the synchronous trainer over them.
  */
 import { resolve } from 'node:path';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server, type ServerCredentials } from '@grpc/grpc-js';
 import {
   describeLayout,
   type Logger,
@@ -23,13 +23,14 @@ import {
   SERVER_OPTIONS,
   StopReason,
 } from '@shardline/protocol';
-import type { TrainResult } from '../inProcess.js';
+import { checkpointOptions, finishRun, type RunControl, type TrainResult } from '../job.js';
 import type { Reporter } from '../reporter.js';
-import { prepareOutDir, writeRunOutputs } from '../runOutputs.js';
+import { prepareOutDir } from '../runOutputs.js';
 import type { TrainConfig } from '../trainConfig.js';
 import { runSynchronousTraining } from '../training/syncTrainer.js';
 import { createCluster } from './cluster.js';
 import { type LocalWorkers, startLocalWorkers } from './localProcesses.js';
+import { resolveServerSecurity, type ServerSecurityFlags } from './security.js';
 
 /** Settings only the distributed mode has. */
 export interface DistributedSettings {
@@ -41,11 +42,19 @@ export interface DistributedSettings {
   gradientDtype: DataType;
   /** Encoding of weights on the wire; 16-bit types round the workers' copy, never the master. */
   weightsDtype: DataType;
+  /** Joins beyond this many attached workers are refused (0: no limit). */
+  maxWorkers: number;
+  /** A worker that has not returned its share this long after a step began is dropped. */
+  workerTimeoutMs: number;
+  /** How long to wait below --min-workers before giving up. */
+  waitTimeoutMs: number;
+  /** Token and TLS flags (security.ts); none: plaintext, no token, loopback only. */
+  security?: ServerSecurityFlags;
 }
 
-function bind(server: Server, address: string): Promise<number> {
+function bind(server: Server, address: string, credentials: ServerCredentials): Promise<number> {
   return new Promise((resolvePort, reject) =>
-    server.bindAsync(address, ServerCredentials.createInsecure(), (error, port) =>
+    server.bindAsync(address, credentials, (error, port) =>
       error
         ? reject(
             new ShardlineError(
@@ -66,10 +75,12 @@ export async function trainDistributed(
   reporter: Reporter,
   logger: Logger,
   streams: { stderr: { write(chunk: string): unknown } },
-  signal?: AbortSignal,
+  control: RunControl = {},
 ): Promise<TrainResult> {
   const started = Date.now();
-  const outDir = await prepareOutDir(resolve(config.out));
+  // Security first: bad PEM files or an unprotected non-loopback --listen fail before any work.
+  const security = resolveServerSecurity(settings.security ?? {}, settings, logger);
+  const outDir = await prepareOutDir(resolve(config.out), config.resume);
   const server = new Server({ ...SERVER_OPTIONS });
   let locals: LocalWorkers | undefined;
   let cluster: ReturnType<typeof createCluster> | undefined;
@@ -105,9 +116,21 @@ export async function trainDistributed(
       augment: config.augment,
       evalBatchSize: config.evalBatchSize,
     };
-    cluster = createCluster({ job, layout, minWorkers: settings.minWorkers, reporter, logger });
-    server.addService(CoordinatorServiceDefinition, cluster.service);
-    const port = await bind(server, settings.listen);
+    const checkpoints = await checkpointOptions(config, outDir.path, layout, logger);
+    cluster = createCluster({
+      job,
+      layout,
+      minWorkers: settings.minWorkers,
+      maxWorkers: settings.maxWorkers,
+      waitTimeoutMs: settings.waitTimeoutMs,
+      reporter,
+      logger,
+    });
+    server.addService(
+      CoordinatorServiceDefinition,
+      security.protect(CoordinatorServiceDefinition, cluster.service, logger),
+    );
+    const port = await bind(server, settings.listen, security.credentials);
     applyServerFlowControlWindow(server);
     const host = settings.listen.slice(0, settings.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
@@ -135,12 +158,15 @@ export async function trainDistributed(
       local_workers: settings.localWorkers,
       min_workers: settings.minWorkers,
       out: outDir.path,
+      ...(checkpoints.resume ? { resumed_from_step: checkpoints.resume.step } : {}),
     });
     if (settings.localWorkers > 0) {
       const c = cluster;
+      // Same token (by env, never argv) and TLS settings as remote workers; see security.ts.
+      const link = security.localWorkers(address);
       locals = startLocalWorkers({
         count: settings.localWorkers,
-        coordinator: address,
+        coordinator: link.coordinator,
         args: [
           '--backend',
           config.backend,
@@ -151,7 +177,9 @@ export async function trainDistributed(
           logger.level,
           ...(config.dataDir === undefined ? [] : ['--data-dir', config.dataDir]),
           ...(config.download ? [] : ['--no-download']),
+          ...link.args,
         ],
+        env: link.env,
         stderr: streams.stderr,
         onUnexpectedExit: (error) => c.abort(error),
       });
@@ -189,23 +217,31 @@ export async function trainDistributed(
       membership: cluster,
       reporter: tracking,
       logger,
-      ...(signal ? { signal } : {}),
+      workerTimeoutMs: settings.workerTimeoutMs,
+      ...checkpoints,
+      ...(control.signal ? { signal: control.signal } : {}),
+      ...(control.shouldStop ? { shouldStop: control.shouldStop } : {}),
     });
-    cluster.setProgress({ state: JobState.DONE });
-    await cluster.stopAll(StopReason.JOB_DONE, 'Training finished.');
-    writeWeights(model, result.weights.params, layout);
-    const outputs = await writeRunOutputs(outDir.path, model, {
+    cluster.setProgress({ state: result.completed ? JobState.DONE : JobState.FAILED });
+    await cluster.stopAll(
+      result.completed ? StopReason.JOB_DONE : StopReason.SHUTDOWN,
+      result.completed
+        ? 'Training finished.'
+        : 'The coordinator was asked to stop; the run can be resumed.',
+    );
+    return await finishRun({
+      result,
+      out: outDir.path,
+      model,
+      layout,
       config,
       backend: selection.backend,
-      history: result.history,
-      layout,
       classNames: descriptor.classNames,
-      evaluation: result.evaluation,
-      seconds: (Date.now() - started) / 1000,
+      started,
+      reporter,
+      logger,
+      writeWeights: () => writeWeights(model, result.weights.params, layout),
     });
-    const last = result.history[result.history.length - 1]!;
-    reporter.done({ ...last, model_path: outputs.modelPath, summary_path: outputs.summaryPath });
-    return { history: result.history, ...outputs };
   } catch (error) {
     cluster?.setProgress({ state: JobState.FAILED });
     await cluster?.stopAll(StopReason.JOB_FAILED, (error as Error).message).catch(() => {});

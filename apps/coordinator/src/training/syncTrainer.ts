@@ -5,12 +5,21 @@
  * by sample count (so the result equals the gradient of the whole global batch), applies the
  * optimizer and bumps the weights version. At each epoch's end the test set is split among the
  * members and their metrics are merged.
+ *
+ * Faults: a member that fails or misses the step deadline is dropped and the step is retried
+ * with the others. Shares derive from (seed, epoch, step, rank, world size), so the retried step
+ * re-shards the same global batch and the epoch still covers every sample exactly once.
+ *
+ * Checkpoints: the trainer's whole state (weights, optimizer, position, history) is handed to
+ * `onCheckpoint` every `checkpointEvery` steps and at each epoch's end; `resume` continues from
+ * such a state and, with the same seed and membership, reproduces the uninterrupted run.
  */
 import {
   createOptimizer,
   createSchedule,
   type Logger,
   type Optimizer,
+  type OptimizerState,
   type ParamLayout,
   ShardlineError,
 } from '@shardline/core';
@@ -26,6 +35,11 @@ export interface Membership {
   members(signal?: AbortSignal): Promise<readonly TrainingWorker[]>;
   /** Bytes of tensors sent to and received from workers so far (absent in-process). */
   traffic?(): { sent: number; received: number };
+  /**
+   * Removes a member that failed or missed its deadline: it gets no more work. Absent when
+   * members cannot be replaced (in-process): then a failure fails the job.
+   */
+  drop?(worker: TrainingWorker, reason: string): void;
 }
 
 /** A membership that never changes: the in-process worker, or a fixed test group. */
@@ -33,11 +47,26 @@ export function fixedMembership(workers: readonly TrainingWorker[]): Membership 
   return { members: async () => workers };
 }
 
+/** Everything needed to continue a run exactly where it was. */
+export interface TrainerCheckpoint {
+  /** 0-based epoch in progress, and the next step to run within it. */
+  epoch: number;
+  stepInEpoch: number;
+  /** Optimizer steps done so far (also the weights version). */
+  step: number;
+  params: Float32Array;
+  optimizer: OptimizerState;
+  /** Finished epochs' metrics. */
+  history: EpochMetrics[];
+  /** The epoch in progress's running training sums, so its epoch_end reports the whole epoch. */
+  running: { lossSum: number; correct: number; seen: number };
+}
+
 /** Inputs of {@link runSynchronousTraining}. */
 export interface SyncTrainingOptions {
   config: TrainConfig;
   layout: ParamLayout;
-  /** Initial master weights; updated in place. */
+  /** Initial master weights; updated in place. Ignored when resuming. */
   params: Float32Array;
   trainCount: number;
   testCount: number;
@@ -46,12 +75,24 @@ export interface SyncTrainingOptions {
   reporter: Reporter;
   logger: Logger;
   signal?: AbortSignal;
+  /** Continue from this state instead of from scratch. */
+  resume?: TrainerCheckpoint;
+  /** Checkpoint every N steps (0: only at epoch ends). Needs `onCheckpoint`. */
+  checkpointEvery?: number;
+  onCheckpoint?: (checkpoint: TrainerCheckpoint) => Promise<void>;
+  /** A member that has not returned its share this long after the step began is dropped. */
+  workerTimeoutMs?: number;
+  /** Checked between steps: true stops the run after a final checkpoint (a graceful SIGINT). */
+  shouldStop?: () => boolean;
 }
 
-/** The result of a finished run. */
+/** The result of a run that finished or stopped. */
 export interface SyncTrainingResult {
+  /** False when `shouldStop` ended the run early. */
+  completed: boolean;
   history: EpochMetrics[];
-  evaluation: ClassificationReport;
+  /** The last epoch's evaluation; absent when the run stopped before any epoch ended. */
+  evaluation?: ClassificationReport;
   weights: WeightsSnapshot;
   optimizer: Optimizer;
 }
@@ -92,17 +133,29 @@ export function averageGradients(
   return { gradient, samples };
 }
 
+/** Rejects with TIMEOUT when `promise` has not settled after `ms` (0: never). */
+function withDeadline<T>(promise: Promise<T>, ms: number, what: () => string): Promise<T> {
+  if (ms <= 0) return promise;
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ShardlineError('TIMEOUT', what())), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
 /** Runs the whole job: every epoch, every step, evaluation at each epoch's end. */
 export async function runSynchronousTraining(
   options: SyncTrainingOptions,
 ): Promise<SyncTrainingResult> {
-  const { config, layout, params, membership, reporter, signal } = options;
+  const { config, layout, membership, reporter, logger, signal, resume } = options;
+  const params = resume?.params ?? options.params;
   const optimizer = createOptimizer({
     kind: config.optimizer,
     size: layout.size,
     momentum: config.momentum,
     weightDecay: config.weightDecay,
   });
+  if (resume) optimizer.setState(resume.optimizer);
   const steps = stepsPerEpoch(options.trainCount, config.batchSize);
   const schedule = createSchedule({
     kind: config.schedule,
@@ -110,39 +163,100 @@ export async function runSynchronousTraining(
     totalSteps: steps * config.epochs,
     warmupSteps: Math.round(config.warmupEpochs * steps),
   });
-  const weights: WeightsSnapshot = { version: 0, params };
-  const history: EpochMetrics[] = [];
+  // Version v is the result of v optimizer steps, so a resumed run's versions continue too.
+  const weights: WeightsSnapshot = { version: resume?.step ?? 0, params };
+  const history: EpochMetrics[] = [...(resume?.history ?? [])];
   let evaluation: ClassificationReport | undefined;
-  let step = 0;
+  let step = resume?.step ?? 0;
+  const checkpointEvery = options.checkpointEvery ?? 0;
+  const checkpoint = async (
+    epoch: number,
+    stepInEpoch: number,
+    running: TrainerCheckpoint['running'],
+  ) => {
+    if (!options.onCheckpoint) return;
+    await options.onCheckpoint({
+      epoch,
+      stepInEpoch,
+      step,
+      params,
+      optimizer: optimizer.getState(),
+      history: [...history],
+      running: { ...running },
+    });
+  };
 
-  for (let epoch = 0; epoch < config.epochs; epoch++) {
-    let lossSum = 0;
-    let correct = 0;
-    let seen = 0;
+  for (let epoch = resume?.epoch ?? 0; epoch < config.epochs; epoch++) {
+    const resumingThisEpoch = resume !== undefined && epoch === resume.epoch;
+    const running = resumingThisEpoch ? { ...resume.running } : { lossSum: 0, correct: 0, seen: 0 };
     let workersSeen = 0;
+    // Samples trained in this process this epoch: the throughput's numerator after a resume.
+    let seenHere = 0;
     const times: StepTimes = { wall: 0, gather: 0, compute: 0, optimizer: 0 };
     const trafficBefore = membership.traffic?.();
-    for (let s = 0; s < steps; s++) {
-      if (signal?.aborted)
+    const firstStep = resumingThisEpoch ? resume.stepInEpoch : 0;
+    for (let s = firstStep; s < steps; s++) {
+      if (signal?.aborted) {
         throw new ShardlineError('CANCELLED', 'Training was interrupted before it finished.');
-      const members = await membership.members(signal);
-      workersSeen = Math.max(workersSeen, members.length);
+      }
+      if (options.shouldStop?.()) {
+        await checkpoint(epoch, s, running);
+        return {
+          completed: false,
+          history,
+          ...(evaluation ? { evaluation } : {}),
+          weights,
+          optimizer,
+        };
+      }
       const t0 = performance.now();
-      const results = await Promise.all(
-        members.map((worker, rank) =>
-          worker.computeShare(
-            { epoch, step, stepInEpoch: s, rank, worldSize: members.length },
-            weights,
-            signal,
+      let results: ShareResult[] | undefined;
+      while (!results) {
+        const members = await membership.members(signal);
+        workersSeen = Math.max(workersSeen, members.length);
+        const settled = await Promise.allSettled(
+          members.map((worker, rank) =>
+            withDeadline(
+              worker.computeShare(
+                { epoch, step, stepInEpoch: s, rank, worldSize: members.length },
+                weights,
+                signal,
+              ),
+              options.workerTimeoutMs ?? 0,
+              () =>
+                `Worker ${worker.name} did not return its share of step ${step} within ${(options.workerTimeoutMs ?? 0) / 1000} s (--worker-timeout).`,
+            ),
           ),
-        ),
-      );
+        );
+        const failed = settled.flatMap((r, i) =>
+          r.status === 'rejected' ? [{ worker: members[i]!, error: r.reason as unknown }] : [],
+        );
+        if (failed.length === 0) {
+          results = settled.map((r) => (r as PromiseFulfilledResult<ShareResult>).value);
+          break;
+        }
+        const first = failed[0]!.error;
+        if (
+          !membership.drop ||
+          (first instanceof ShardlineError && first.code === 'CANCELLED' && signal?.aborted)
+        )
+          throw first;
+        for (const { worker, error } of failed) {
+          const reason = (error as Error)?.message ?? String(error);
+          logger.warn('dropped a worker; retrying the step without it', {
+            worker: worker.name,
+            step,
+            reason,
+          });
+          membership.drop(worker, reason);
+        }
+      }
       const t1 = performance.now();
       const { gradient, samples } = averageGradients(results, layout.size);
       let stepLoss = 0;
       for (const r of results) {
         stepLoss += r.loss * r.sampleCount;
-        correct += r.correct;
+        running.correct += r.correct;
       }
       if (!Number.isFinite(stepLoss)) {
         throw new ShardlineError(
@@ -158,38 +272,43 @@ export async function runSynchronousTraining(
       times.gather += (t1 - t0) / 1000;
       times.compute += Math.max(...results.map((r) => r.computeSeconds));
       times.optimizer += (t2 - t1) / 1000;
-      lossSum += stepLoss;
-      seen += samples;
+      running.lossSum += stepLoss;
+      running.seen += samples;
+      seenHere += samples;
       reporter.progress({
         epoch: epoch + 1,
         epochs: config.epochs,
         stepInEpoch: s + 1,
         stepsPerEpoch: steps,
-        loss: lossSum / seen,
-        accuracy: correct / seen,
-        imagesPerSecond: seen / times.wall,
+        loss: running.lossSum / running.seen,
+        accuracy: running.correct / running.seen,
+        imagesPerSecond: seenHere / Math.max(times.wall, 1e-9),
       });
+      if (checkpointEvery > 0 && step % checkpointEvery === 0 && s + 1 < steps) {
+        await checkpoint(epoch, s + 1, running);
+      }
       // Let signal handlers, timers and I/O run between steps.
       await new Promise((r) => setImmediate(r));
     }
     // Step traffic only: evaluation's weight transfer is not part of a step.
     const trafficAfter = membership.traffic?.();
     evaluation = await evaluateAll(options, weights);
+    const stepsRun = steps - firstStep;
     const metrics: EpochMetrics = {
       epoch: epoch + 1,
-      train_loss: lossSum / seen,
-      train_accuracy: correct / seen,
+      train_loss: running.lossSum / running.seen,
+      train_accuracy: running.correct / running.seen,
       test_loss: evaluation.loss,
       test_accuracy: evaluation.accuracy,
-      images_per_second: seen / times.wall,
+      images_per_second: seenHere / Math.max(times.wall, 1e-9),
       workers: workersSeen,
       step,
       // Per-step means: where a step's time goes. Exchange is the wait for gradients beyond the
       // slowest worker's own compute time: transfers, encoding, queueing.
-      step_seconds: times.wall / steps,
-      compute_seconds: times.compute / steps,
-      exchange_seconds: Math.max(0, times.gather - times.compute) / steps,
-      optimizer_seconds: times.optimizer / steps,
+      step_seconds: times.wall / Math.max(1, stepsRun),
+      compute_seconds: times.compute / Math.max(1, stepsRun),
+      exchange_seconds: Math.max(0, times.gather - times.compute) / Math.max(1, stepsRun),
+      optimizer_seconds: times.optimizer / Math.max(1, stepsRun),
       ...(trafficBefore && trafficAfter
         ? {
             bytes_sent: trafficAfter.sent - trafficBefore.sent,
@@ -199,10 +318,12 @@ export async function runSynchronousTraining(
     };
     history.push(metrics);
     reporter.epochEnd(metrics);
+    await checkpoint(epoch + 1, 0, { lossSum: 0, correct: 0, seen: 0 });
   }
-  if (!evaluation)
-    throw new ShardlineError('INVALID_ARGUMENT', 'Expected at least one epoch, found none.');
-  return { history, evaluation, weights, optimizer };
+  if (!evaluation) {
+    throw new ShardlineError('INVALID_ARGUMENT', 'Expected at least one epoch to run, found none.');
+  }
+  return { completed: true, history, evaluation, weights, optimizer };
 }
 
 /** Splits the test set into contiguous slices, one per member, and merges their metrics. */
@@ -210,20 +331,39 @@ async function evaluateAll(
   options: SyncTrainingOptions,
   weights: WeightsSnapshot,
 ): Promise<ClassificationReport> {
-  const members = await options.membership.members(options.signal);
   const total = options.testCount;
-  const accumulator = createClassificationAccumulator({
-    numClasses: options.classNames.length,
-    classNames: options.classNames,
-    topK: [1, 3],
-  });
-  const states = await Promise.all(
-    members.map((worker, rank) => {
-      const start = Math.floor((total * rank) / members.length);
-      const end = Math.floor((total * (rank + 1)) / members.length);
-      return worker.evaluate({ start, end }, weights, options.signal);
-    }),
-  );
-  for (const state of states) accumulator.merge(state);
-  return accumulator.result();
+  for (;;) {
+    const members = await options.membership.members(options.signal);
+    const accumulator = createClassificationAccumulator({
+      numClasses: options.classNames.length,
+      classNames: options.classNames,
+      topK: [1, 3],
+    });
+    const settled = await Promise.allSettled(
+      members.map((worker, rank) => {
+        const start = Math.floor((total * rank) / members.length);
+        const end = Math.floor((total * (rank + 1)) / members.length);
+        return worker.evaluate({ start, end }, weights, options.signal);
+      }),
+    );
+    const failed = settled.flatMap((r, i) =>
+      r.status === 'rejected' ? [{ worker: members[i]!, error: r.reason as unknown }] : [],
+    );
+    if (failed.length === 0) {
+      for (const r of settled)
+        accumulator.merge(
+          (r as PromiseFulfilledResult<Parameters<typeof accumulator.merge>[0]>).value,
+        );
+      return accumulator.result();
+    }
+    if (!options.membership.drop) throw failed[0]!.error;
+    for (const { worker, error } of failed) {
+      const reason = (error as Error)?.message ?? String(error);
+      options.logger.warn('dropped a worker during evaluation; evaluating again without it', {
+        worker: worker.name,
+        reason,
+      });
+      options.membership.drop(worker, reason);
+    }
+  }
 }

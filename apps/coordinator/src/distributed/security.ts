@@ -1,0 +1,295 @@
+/**
+ * Channel security of `train` (distributed): the flags, their validation at startup, the
+ * policy on where the coordinator may listen without protection, the server credentials, the
+ * token check, and the settings handed to local worker processes so they can connect.
+ *
+ * Policy, decided once here:
+ * - loopback (127.0.0.0/8, ::1, localhost): anything goes; other users of this machine can
+ *   reach the port, so a token is still worth setting on shared hosts;
+ * - any other address with neither a token nor TLS: refused unless `--insecure`;
+ * - a token without TLS: allowed, with a warning that the token travels in clear text;
+ * - TLS without a token or client certificates: allowed, with a warning that any client that
+ *   reaches the port can join.
+ */
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import {
+  ServerCredentials,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import { type Logger, ShardlineError } from '@shardline/core';
+import {
+  type CertificateFile,
+  chainsTo,
+  checkToken,
+  isLoopbackHost,
+  isSelfSigned,
+  isWildcardHost,
+  RECOMMENDED_TOKEN_LENGTH,
+  readTlsFiles,
+  splitHostPort,
+  type TlsFiles,
+  TOKEN_ENV,
+} from '@shardline/protocol';
+import { Option } from 'commander';
+import { requireToken } from './auth.js';
+
+/** The security flags of `train`, as given. */
+export interface ServerSecurityFlags {
+  token?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  /** Listen beyond loopback with neither a token nor TLS. */
+  insecure?: boolean;
+}
+
+/** The environment variables a worker reads its TLS settings from. */
+export const WORKER_TLS_ENV = [
+  'SHARDLINE_TLS_CERT',
+  'SHARDLINE_TLS_KEY',
+  'SHARDLINE_TLS_CA',
+  'SHARDLINE_TLS_SERVER_NAME',
+] as const;
+
+/** How a local worker process reaches and authenticates to this coordinator. */
+export interface LocalWorkerLink {
+  /** host:port to dial: loopback when the coordinator listens on a wildcard address. */
+  coordinator: string;
+  /** Extra worker flags (TLS paths and server name; never the token). */
+  args: string[];
+  /** Environment overrides; `undefined` removes a variable inherited from this process. */
+  env: Record<string, string | undefined>;
+}
+
+/** The resolved security of one coordinator. */
+export interface ServerSecurity {
+  credentials: ServerCredentials;
+  /** `off`, `tls` (server certificate only) or `mutual` (client certificates required). */
+  tls: 'off' | 'tls' | 'mutual';
+  /** Whether every call must carry the token. */
+  tokenRequired: boolean;
+  /** The service implementation to register: wrapped with the token check when one is set. */
+  protect<S extends UntypedServiceImplementation>(
+    definition: ServiceDefinition,
+    implementation: S,
+    logger: Logger,
+  ): S;
+  /** What local worker processes need to join, given the address the server got. */
+  localWorkers(address: string): LocalWorkerLink;
+}
+
+/** The commander options of the security flags, fresh for each command tree. */
+export function createSecurityOptions(): {
+  token: Option;
+  tlsCert: Option;
+  tlsKey: Option;
+  tlsCa: Option;
+  insecure: Option;
+} {
+  return {
+    token: new Option(
+      '--token <token>',
+      'shared secret every worker call must carry (prefer the env variable: flags show in `ps`)',
+    ).env(TOKEN_ENV),
+    tlsCert: new Option('--tls-cert <pem>', 'serve TLS with this certificate (chain) file'),
+    tlsKey: new Option('--tls-key <pem>', "the certificate's private key file (unencrypted PEM)"),
+    tlsCa: new Option(
+      '--tls-ca <pem>',
+      'mutual TLS: require worker certificates signed by a CA in this file',
+    ),
+    insecure: new Option(
+      '--insecure',
+      'allow a non-loopback --listen with neither --token nor TLS',
+    ).default(false),
+  };
+}
+
+/** Picks the security flags out of commander's parsed options. */
+export function readSecurityFlags(opts: Record<string, unknown>): ServerSecurityFlags {
+  const pick = (key: string) => (typeof opts[key] === 'string' ? (opts[key] as string) : undefined);
+  const flags: ServerSecurityFlags = { insecure: opts.insecure === true };
+  const token = pick('token');
+  const tlsCert = pick('tlsCert');
+  const tlsKey = pick('tlsKey');
+  const tlsCa = pick('tlsCa');
+  if (token !== undefined) flags.token = token;
+  if (tlsCert !== undefined) flags.tlsCert = tlsCert;
+  if (tlsKey !== undefined) flags.tlsKey = tlsKey;
+  if (tlsCa !== undefined) flags.tlsCa = tlsCa;
+  return flags;
+}
+
+const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
+
+/**
+ * Validates the flags (reads and checks the PEM files, the token, the listen policy) and
+ * returns what the server needs. Throws INVALID_ARGUMENT / NOT_FOUND before anything binds or
+ * trains; logs the resulting setup at info and every weakened one at warn.
+ */
+export function resolveServerSecurity(
+  flags: ServerSecurityFlags,
+  where: { listen: string; localWorkers: number },
+  logger: Logger,
+): ServerSecurity {
+  const token =
+    flags.token === undefined ? undefined : checkToken(flags.token, `--token / ${TOKEN_ENV}`);
+  if (token !== undefined && token.length < RECOMMENDED_TOKEN_LENGTH) {
+    logger.warn(
+      `the token is shorter than ${RECOMMENDED_TOKEN_LENGTH} characters and could be guessed; use a random one, such as \`openssl rand -hex 32\``,
+    );
+  }
+  if (flags.tlsCa !== undefined && flags.tlsCert === undefined && flags.tlsKey === undefined) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      "--tls-ca makes the coordinator require client certificates, which only exists over TLS: add --tls-cert and --tls-key with the coordinator's own certificate and key.",
+    );
+  }
+  const files = readTlsFiles({ cert: flags.tlsCert, key: flags.tlsKey, ca: flags.tlsCa });
+  const tls: ServerSecurity['tls'] = !files.cert ? 'off' : files.ca ? 'mutual' : 'tls';
+  const { host } = splitHostPort(where.listen);
+  checkListenPolicy(where.listen, !isLoopbackHost(host), token !== undefined, tls, flags, logger);
+  if (tls === 'mutual' && where.localWorkers > 0) checkLocalClientCertificate(files);
+  logger.info('channel security', {
+    listen: where.listen,
+    tls,
+    token: token === undefined ? 'off' : 'required',
+    ...(files.cert
+      ? { certificate: files.cert.certificates[0]!.subject.replace(/\n/g, ', ') }
+      : {}),
+  });
+
+  const credentials = files.cert
+    ? ServerCredentials.createSsl(
+        files.ca?.pem ?? null,
+        [{ cert_chain: files.cert.pem, private_key: files.key!.pem }],
+        files.ca !== undefined,
+      )
+    : ServerCredentials.createInsecure();
+  return {
+    credentials,
+    tls,
+    tokenRequired: token !== undefined,
+    protect(definition, implementation, log) {
+      return token === undefined
+        ? implementation
+        : requireToken(definition, implementation, { token, logger: log });
+    },
+    localWorkers(address) {
+      return localWorkerLink(address, files, token);
+    },
+  };
+}
+
+function checkListenPolicy(
+  listen: string,
+  exposed: boolean,
+  hasToken: boolean,
+  tls: ServerSecurity['tls'],
+  flags: ServerSecurityFlags,
+  logger: Logger,
+): void {
+  if (!exposed) return;
+  if (!hasToken && tls === 'off') {
+    if (!flags.insecure) {
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        `Refusing to listen on ${listen} with neither a token nor TLS: any machine that reaches that port could join the job, read the model and send it gradients. ` +
+          `Set a token (--token or ${TOKEN_ENV}) and/or TLS (--tls-cert and --tls-key, plus --tls-ca for client certificates), ` +
+          'listen on 127.0.0.1, or pass --insecure on a network you trust completely.',
+      );
+    }
+    logger.warn(
+      `--insecure: listening on ${listen} with neither a token nor TLS; anyone who reaches this port can join the job, read the model and send it gradients`,
+    );
+    return;
+  }
+  if (hasToken && tls === 'off') {
+    logger.warn(
+      `listening on ${listen} without TLS: the token, the weights and the gradients travel in clear text, so anyone who can watch this network can take the token and join. Add --tls-cert and --tls-key`,
+    );
+  } else if (!hasToken && tls === 'tls') {
+    logger.warn(
+      `listening on ${listen} with TLS but no client authentication: traffic is encrypted, but any client that reaches this port can join. Add --token or --tls-ca`,
+    );
+  }
+}
+
+/** Under mutual TLS, local workers present the coordinator's own certificate: check it can. */
+function checkLocalClientCertificate(files: TlsFiles): void {
+  const chain = files.cert!.certificates;
+  const leaf = chain[0]!;
+  const signed = chainsTo(chain, files.ca!.certificates);
+  const usages = leaf.keyUsage;
+  const clientAuth = usages === undefined || usages.includes(CLIENT_AUTH_OID);
+  if (signed && clientAuth) return;
+  const problem = !signed
+    ? `is not signed by a CA in --tls-ca ${files.ca!.path}`
+    : 'does not allow client authentication (its extendedKeyUsage lacks clientAuth)';
+  throw new ShardlineError(
+    'INVALID_ARGUMENT',
+    `With --tls-ca, local workers present the coordinator's own certificate as their client certificate, but --tls-cert ${files.cert!.path} ${problem}. ` +
+      'Issue the coordinator a certificate signed by that CA with `-addext extendedKeyUsage=serverAuth,clientAuth`, or run with --local-workers 0 and start workers with their own certificates.',
+  );
+}
+
+/** The address local workers dial: a wildcard listen address is reached over loopback. */
+export function localDialAddress(address: string): string {
+  const { host, port } = splitHostPort(address);
+  if (!isWildcardHost(host)) return address;
+  return isIP(host) === 6 ? `[::1]:${port}` : `127.0.0.1:${port}`;
+}
+
+function localWorkerLink(
+  address: string,
+  files: TlsFiles,
+  token: string | undefined,
+): LocalWorkerLink {
+  const coordinator = localDialAddress(address);
+  const env: Record<string, string | undefined> = { [TOKEN_ENV]: token };
+  // The coordinator decides the workers' TLS settings; variables meant for some other worker
+  // on this machine must not override them.
+  for (const name of WORKER_TLS_ENV) env[name] = undefined;
+  const args: string[] = [];
+  if (files.cert) {
+    args.push(...trustArgs(files.cert, files.ca));
+    const name = serverNameFor(files.cert, splitHostPort(coordinator).host);
+    if (name !== undefined) args.push('--tls-server-name', name);
+    if (files.ca) {
+      args.push('--tls-cert', resolve(files.cert.path), '--tls-key', resolve(files.key!.path));
+    }
+  }
+  return { coordinator, args, env };
+}
+
+/**
+ * What local workers verify the coordinator's certificate against: --tls-ca when it signed the
+ * certificate, else the certificate file itself when it holds its own root (a self-signed
+ * certificate, or a chain ending in its root), else the system roots (a public certificate).
+ */
+function trustArgs(cert: CertificateFile, ca: CertificateFile | undefined): string[] {
+  if (ca && chainsTo(cert.certificates, ca.certificates)) return ['--tls-ca', resolve(ca.path)];
+  const roots = cert.certificates.filter(isSelfSigned);
+  if (roots.length > 0 && chainsTo(cert.certificates, roots)) {
+    return ['--tls-ca', resolve(cert.path)];
+  }
+  return ['--tls'];
+}
+
+/**
+ * The name local workers check the certificate against, when the dialled host is not one it
+ * covers. `localhost` is preferred when covered: it also keeps Node from warning about an IP
+ * address used as the TLS server name (DEP0123).
+ */
+function serverNameFor(cert: CertificateFile, dialHost: string): string | undefined {
+  const leaf = cert.certificates[0]!;
+  if (isLoopbackHost(dialHost) && leaf.checkHost('localhost') !== undefined) return 'localhost';
+  const covered = isIP(dialHost) ? leaf.checkIP(dialHost) : leaf.checkHost(dialHost);
+  if (covered !== undefined) return undefined;
+  const names = (leaf.subjectAltName ?? '').split(/,\s*/);
+  const dns = names.find((n) => n.startsWith('DNS:') && !n.includes('*'))?.slice(4);
+  const ip = names.find((n) => n.startsWith('IP Address:'))?.slice('IP Address:'.length);
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(leaf.subject)?.[1];
+  return dns ?? ip ?? cn;
+}

@@ -1,0 +1,100 @@
+/**
+ * What both training modes share around the trainer: resuming from a checkpoint, writing
+ * checkpoints, and the final outputs and `done` event.
+ */
+import { type Logger, type ParamLayout, ShardlineError } from '@shardline/core';
+import type * as tf from '@tensorflow/tfjs';
+import { assertResumable, readLatestCheckpoint, writeCheckpoint } from './checkpoints.js';
+import type { EpochMetrics, Reporter } from './reporter.js';
+import { writeRunOutputs } from './runOutputs.js';
+import type { TrainConfig } from './trainConfig.js';
+import type { SyncTrainingOptions, SyncTrainingResult } from './training/syncTrainer.js';
+
+/** The outcome of a run: finished (model and summary written) or stopped at a checkpoint. */
+export interface TrainResult {
+  completed: boolean;
+  history: EpochMetrics[];
+  modelPath?: string;
+  summaryPath?: string;
+}
+
+/** Stops a run between steps (first SIGINT/SIGTERM) or at once (abort). */
+export interface RunControl {
+  signal?: AbortSignal;
+  shouldStop?: () => boolean;
+}
+
+/**
+ * The trainer options for resuming and checkpointing under `out`: the newest checkpoint when
+ * `config.resume` (after checking that the flags and the model still match), and a writer.
+ */
+export async function checkpointOptions(
+  config: TrainConfig,
+  out: string,
+  layout: ParamLayout,
+  logger: Logger,
+): Promise<Pick<SyncTrainingOptions, 'resume' | 'onCheckpoint' | 'checkpointEvery'>> {
+  const run = { config, layoutFingerprint: layout.fingerprint };
+  let resume: SyncTrainingOptions['resume'];
+  if (config.resume) {
+    const loaded = await readLatestCheckpoint(out);
+    assertResumable(loaded.config, config, loaded.path);
+    if (loaded.layoutFingerprint !== layout.fingerprint) {
+      throw new ShardlineError(
+        'MISMATCH',
+        `Checkpoint ${loaded.path} was written for layout ${loaded.layoutFingerprint}, this model has ${layout.fingerprint}. Resume with the Shardline version that wrote it.`,
+      );
+    }
+    resume = loaded.checkpoint;
+    logger.info('resuming from checkpoint', {
+      path: loaded.path,
+      epoch: resume.epoch + 1,
+      step: resume.step,
+    });
+  }
+  return {
+    ...(resume ? { resume } : {}),
+    checkpointEvery: config.checkpointEvery,
+    onCheckpoint: async (checkpoint) => {
+      const path = await writeCheckpoint(out, checkpoint, run, config.keepCheckpoints);
+      logger.info('checkpoint written', { path, step: checkpoint.step });
+    },
+  };
+}
+
+/** After the trainer returns: outputs and `done` when it finished, a log line when it stopped. */
+export async function finishRun(options: {
+  result: SyncTrainingResult;
+  out: string;
+  model: tf.LayersModel;
+  layout: ParamLayout;
+  config: TrainConfig;
+  backend: string;
+  classNames: readonly string[];
+  started: number;
+  reporter: Reporter;
+  logger: Logger;
+  writeWeights: () => void;
+}): Promise<TrainResult> {
+  const { result, out, config, reporter, logger } = options;
+  if (!result.completed || !result.evaluation) {
+    logger.warn('stopped before the end; resume with --resume', {
+      out,
+      step: result.weights.version,
+    });
+    return { completed: false, history: result.history };
+  }
+  options.writeWeights();
+  const outputs = await writeRunOutputs(out, options.model, {
+    config,
+    backend: options.backend,
+    history: result.history,
+    layout: options.layout,
+    classNames: options.classNames,
+    evaluation: result.evaluation,
+    seconds: (Date.now() - options.started) / 1000,
+  });
+  const last = result.history[result.history.length - 1]!;
+  reporter.done({ ...last, model_path: outputs.modelPath, summary_path: outputs.summaryPath });
+  return { completed: true, history: result.history, ...outputs };
+}

@@ -1,0 +1,324 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliPath, runCli } from './runCli.js';
+
+const workerCli = fileURLToPath(new URL('../../worker/dist/cli.js', import.meta.url));
+
+let out: string;
+const children: ChildProcess[] = [];
+beforeAll(async () => {
+  out = await mkdtemp(join(tmpdir(), 'shardline-resilience-'));
+});
+afterAll(async () => {
+  for (const child of children)
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  await rm(out, { recursive: true, force: true });
+});
+
+function start(args: string[]): ChildProcess {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  return child;
+}
+
+/** A port that was free a moment ago, so a restarted coordinator can listen where the first did. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise<number | null>((resolve) =>
+    child.exitCode !== null || child.signalCode !== null
+      ? resolve(child.exitCode)
+      : child.on('close', resolve),
+  );
+
+/** Resolves with the first stderr JSON log record of `child` that satisfies `match`. */
+function waitForLog(
+  child: ChildProcess,
+  match: (record: Record<string, unknown>) => boolean,
+): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stderr! });
+    lines.on('line', (line) => {
+      try {
+        const record = JSON.parse(line) as Record<string, unknown>;
+        if (match(record)) {
+          lines.close();
+          resolve(record);
+        }
+      } catch {
+        // Not a JSON record (a worker's text): ignore.
+      }
+    });
+    child.on('close', () => reject(new Error('the process exited before the expected log line')));
+  });
+}
+
+describe('checkpoints and --resume', () => {
+  it('continues after the coordinator is SIGKILLed and ends with exactly the uninterrupted weights', {
+    timeout: 300_000,
+  }, async () => {
+    const flags = [
+      'train',
+      '--model',
+      'mlp',
+      '--epochs',
+      '2',
+      '--batch-size',
+      '64',
+      '--limit-train',
+      '4096',
+      '--limit-test',
+      '200',
+      '--local-workers',
+      '2',
+      '--listen',
+      '127.0.0.1:0',
+      '--checkpoint-every',
+      '16',
+      '--log-format',
+      'json',
+      '--seed',
+      '9',
+    ];
+    const whole = await runCli([...flags, '--out', join(out, 'whole')]);
+    expect(whole.code, whole.stderr).toBe(0);
+
+    const victim = start([cliPath, ...flags, '--out', join(out, 'killed')]);
+    const written = await waitForLog(
+      victim,
+      (r) => r.msg === 'checkpoint written' && Number(r.step) >= 48,
+    );
+    victim.kill('SIGKILL');
+    await exited(victim);
+    expect(Number(written.step)).toBeLessThan(128);
+
+    const resumed = await runCli([...flags, '--out', join(out, 'killed'), '--resume']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.events()[0]).toMatchObject({
+      event: 'started',
+      resumed_from_step: expect.any(Number),
+    });
+    const weights = (dir: string) => readFile(join(out, dir, 'model', 'weights.bin'));
+    expect(Buffer.compare(await weights('whole'), await weights('killed'))).toBe(0);
+
+    // SIGINT: the step in flight finishes, a checkpoint is written, the workers are told to stop,
+    // and the coordinator exits 0; --resume then ends with the same weights again.
+    const stopped = start([cliPath, ...flags, '--out', join(out, 'stopped')]);
+    let stderr = '';
+    stopped.stderr!.on('data', (d: Buffer) => {
+      stderr += d;
+    });
+    await waitForLog(stopped, (r) => r.msg === 'checkpoint written' && Number(r.step) >= 16);
+    stopped.kill('SIGINT');
+    expect(await exited(stopped)).toBe(0);
+    expect(stderr).toMatch(/stopped before the end; a checkpoint is in .*--resume/);
+    const again = await runCli([...flags, '--out', join(out, 'stopped'), '--resume']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(Buffer.compare(await weights('whole'), await weights('stopped'))).toBe(0);
+  });
+
+  it('a remote worker outlives its coordinator: it rejoins the resumed run and finishes', {
+    timeout: 300_000,
+  }, async () => {
+    const port = await freePort();
+    const flags = [
+      'train',
+      '--model',
+      'mlp',
+      '--epochs',
+      '2',
+      '--batch-size',
+      '64',
+      '--limit-train',
+      '4096',
+      '--limit-test',
+      '200',
+      '--local-workers',
+      '0',
+      '--min-workers',
+      '1',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--checkpoint-every',
+      '16',
+      '--log-format',
+      'json',
+      '--out',
+      join(out, 'rejoin'),
+    ];
+    const first = start([cliPath, ...flags]);
+    const survivor = start([
+      workerCli,
+      '--coordinator',
+      `127.0.0.1:${port}`,
+      '--name',
+      'survivor',
+      '--backend',
+      'wasm',
+      '--log-format',
+      'json',
+    ]);
+    await waitForLog(first, (r) => r.msg === 'checkpoint written' && Number(r.step) >= 32);
+    first.kill('SIGKILL');
+    await exited(first);
+    const rejoined = waitForLog(survivor, (r) => r.msg === 'rejoined coordinator');
+    const second = start([cliPath, ...flags, '--resume']);
+    await rejoined;
+    expect(await exited(second)).toBe(0);
+    expect(await exited(survivor)).toBe(0);
+  });
+
+  it('refuses to resume with different settings, naming each difference', async () => {
+    const run = await runCli([
+      'train',
+      '--model',
+      'mlp',
+      '--in-process',
+      '--limit-train',
+      '256',
+      '--limit-test',
+      '50',
+      '--epochs',
+      '1',
+      '--out',
+      join(out, 'small'),
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    // A finished run has nothing to resume.
+    const finished = await runCli([
+      'train',
+      '--model',
+      'mlp',
+      '--in-process',
+      '--resume',
+      '--out',
+      join(out, 'small'),
+    ]);
+    expect(finished.code).toBe(1);
+    expect(finished.stderr).toMatch(/that run already finished \(found summary\.json\)/);
+    await rm(join(out, 'small', 'summary.json'));
+    await rm(join(out, 'small', 'model'), { recursive: true });
+    const changed = await runCli([
+      'train',
+      '--model',
+      'mlp',
+      '--in-process',
+      '--limit-train',
+      '256',
+      '--limit-test',
+      '50',
+      '--epochs',
+      '1',
+      '--seed',
+      '1',
+      '--out',
+      join(out, 'small'),
+      '--resume',
+    ]);
+    expect(changed.code).toBe(1);
+    expect(changed.stderr).toMatch(
+      /seed: checkpoint 42, now 1.*Pass the same flags as the original run/,
+    );
+  });
+});
+
+describe('membership faults', () => {
+  it('keeps training when a worker is SIGKILLed mid-run and another joins later', {
+    timeout: 300_000,
+  }, async () => {
+    const flags = [
+      'train',
+      '--model',
+      'fast-cnn',
+      '--epochs',
+      '2',
+      '--batch-size',
+      '64',
+      '--limit-train',
+      '4096',
+      '--limit-test',
+      '1000',
+      '--local-workers',
+      '0',
+      '--min-workers',
+      '2',
+      '--listen',
+      '127.0.0.1:0',
+      '--log-format',
+      'json',
+      '--log-level',
+      'warn',
+    ];
+    const worker = (address: string, name: string) =>
+      start([
+        workerCli,
+        '--coordinator',
+        address,
+        '--name',
+        name,
+        '--backend',
+        'wasm',
+        '--log-level',
+        'warn',
+      ]);
+
+    // The undisturbed run: three workers throughout.
+    const calm = start([cliPath, ...flags, '--out', join(out, 'calm')]);
+    const calmEvents: Array<Record<string, unknown>> = [];
+    for await (const line of createInterface({ input: calm.stdout! })) {
+      const event = JSON.parse(line) as Record<string, unknown>;
+      calmEvents.push(event);
+      if (event.event === 'started')
+        for (const n of ['a', 'b', 'c']) worker(String(event.listen), `calm-${n}`);
+    }
+    expect(await exited(calm)).toBe(0);
+
+    // The disturbed run: three workers, one SIGKILLed once training runs, a fourth joining later.
+    const coordinator = start([cliPath, ...flags, '--out', join(out, 'chaos')]);
+    const events: Array<Record<string, unknown>> = [];
+    let victim: ChildProcess | undefined;
+    let address = '';
+    for await (const line of createInterface({ input: coordinator.stdout! })) {
+      const event = JSON.parse(line) as Record<string, unknown>;
+      events.push(event);
+      if (event.event === 'started') {
+        address = String(event.listen);
+        victim = worker(address, 'chaos-a');
+        worker(address, 'chaos-b');
+        worker(address, 'chaos-c');
+      }
+      if (event.event === 'worker_joined' && event.worker === 'chaos-c') {
+        // Let a few steps run, kill one worker mid-step, and bring in another a little later.
+        setTimeout(() => victim?.kill('SIGKILL'), 1500);
+        setTimeout(() => worker(address, 'chaos-d'), 3500);
+      }
+    }
+    expect(await exited(coordinator)).toBe(0);
+    const left = events.filter((e) => e.event === 'worker_left').map((e) => e.worker);
+    const joined = events.filter((e) => e.event === 'worker_joined').map((e) => e.worker);
+    expect(left).toContain('chaos-a');
+    expect(joined).toContain('chaos-d');
+    const done = events.at(-1)!;
+    const calmDone = calmEvents.at(-1)!;
+    expect(done).toMatchObject({ event: 'done', step: 128 });
+    // Every step still averaged the gradient of its whole global batch: same accuracy within a point.
+    expect(
+      Math.abs((done.test_accuracy as number) - (calmDone.test_accuracy as number)),
+    ).toBeLessThanOrEqual(0.01);
+  });
+});

@@ -1,0 +1,235 @@
+/**
+ * The worker's side of channel security: its flags, the channel credentials and token
+ * interceptor built from them (validated at startup, before the backend loads or data is read),
+ * and the messages for the ways a secured coordinator can turn a worker away. Refusals of the
+ * token or of the TLS handshake are final: retrying cannot fix them, so the worker stops at
+ * once with what to change instead of knocking until --connect-timeout.
+ */
+import { type ChannelCredentials, type ClientOptions, credentials } from '@grpc/grpc-js';
+import { type Logger, ShardlineError, toShardlineError } from '@shardline/core';
+import {
+  checkToken,
+  createTokenInterceptor,
+  isLoopbackHost,
+  RECOMMENDED_TOKEN_LENGTH,
+  readTlsFiles,
+  splitHostPort,
+  TOKEN_ENV,
+} from '@shardline/protocol';
+import { Option } from 'commander';
+
+/** The worker's security flags, as given (flags or environment). */
+export interface WorkerSecurityFlags {
+  token?: string;
+  /** TLS with the system's roots when no --tls-ca is given. */
+  tls?: boolean;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  /** The name to check the coordinator's certificate against, instead of the dialled host. */
+  tlsServerName?: string;
+}
+
+/** A resolved channel: what `new CoordinatorClient(address, credentials, options)` takes. */
+export interface WorkerChannel {
+  credentials: ChannelCredentials;
+  /** Channel options to spread after CHANNEL_OPTIONS (token interceptor, server name). */
+  options: Partial<ClientOptions>;
+  tls: boolean;
+  /** Whether this worker presents a client certificate. */
+  clientCertificate: boolean;
+  /** Whether this worker sends a token. */
+  token: boolean;
+}
+
+/** A channel without TLS or token: the default, for loopback. */
+export function plaintextChannel(): WorkerChannel {
+  return {
+    credentials: credentials.createInsecure(),
+    options: {},
+    tls: false,
+    clientCertificate: false,
+    token: false,
+  };
+}
+
+/** The commander options of the security flags, each with its environment variable. */
+export function createWorkerSecurityOptions(): Option[] {
+  return [
+    new Option(
+      '--token <token>',
+      "the coordinator's shared secret, sent on every call (prefer the env variable: flags show in `ps`)",
+    ).env(TOKEN_ENV),
+    new Option('--tls', 'connect with TLS, verifying the coordinator against the system roots'),
+    new Option(
+      '--tls-ca <pem>',
+      "verify the coordinator's certificate against this CA file (implies --tls)",
+    ).env('SHARDLINE_TLS_CA'),
+    new Option('--tls-cert <pem>', 'client certificate for mutual TLS (implies --tls)').env(
+      'SHARDLINE_TLS_CERT',
+    ),
+    new Option('--tls-key <pem>', "the client certificate's private key (unencrypted PEM)").env(
+      'SHARDLINE_TLS_KEY',
+    ),
+    new Option(
+      '--tls-server-name <name>',
+      "name to check the coordinator's certificate against, when dialling an address it does not list",
+    ).env('SHARDLINE_TLS_SERVER_NAME'),
+  ];
+}
+
+/** Picks the security flags out of commander's parsed options. */
+export function readWorkerSecurityFlags(opts: Record<string, unknown>): WorkerSecurityFlags {
+  const flags: WorkerSecurityFlags = { tls: opts.tls === true };
+  for (const key of ['token', 'tlsCa', 'tlsCert', 'tlsKey', 'tlsServerName'] as const) {
+    const value = opts[key];
+    if (typeof value === 'string') flags[key] = value;
+  }
+  return flags;
+}
+
+/**
+ * Reads and checks the PEM files and the token, and builds the channel. Throws
+ * INVALID_ARGUMENT / NOT_FOUND with the flag (and its env variable) in the message.
+ */
+export function resolveWorkerChannel(
+  flags: WorkerSecurityFlags,
+  coordinator: string,
+  logger: Logger,
+): WorkerChannel {
+  const token =
+    flags.token === undefined ? undefined : checkToken(flags.token, `--token / ${TOKEN_ENV}`);
+  if (token !== undefined && token.length < RECOMMENDED_TOKEN_LENGTH) {
+    logger.warn(
+      `the token is shorter than ${RECOMMENDED_TOKEN_LENGTH} characters and could be guessed; use a random one, such as \`openssl rand -hex 32\``,
+    );
+  }
+  const files = readTlsFiles(
+    { cert: flags.tlsCert, key: flags.tlsKey, ca: flags.tlsCa },
+    {
+      cert: '--tls-cert / SHARDLINE_TLS_CERT',
+      key: '--tls-key / SHARDLINE_TLS_KEY',
+      ca: '--tls-ca / SHARDLINE_TLS_CA',
+    },
+  );
+  const tls = flags.tls === true || files.ca !== undefined || files.cert !== undefined;
+  if (!tls && flags.tlsServerName !== undefined) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      '--tls-server-name / SHARDLINE_TLS_SERVER_NAME only applies to TLS connections: add --tls-ca <pem> (or --tls for a certificate the system trusts), or drop it.',
+    );
+  }
+  if (!tls && token !== undefined && !isLoopbackHost(splitHostPort(coordinator).host)) {
+    logger.warn(
+      `sending the token to ${coordinator} without TLS: anyone who can watch this network can read it. Use TLS (--tls-ca) if the coordinator serves it`,
+    );
+  }
+  const options: Partial<ClientOptions> = {};
+  if (token !== undefined) options.interceptors = [createTokenInterceptor(token)];
+  if (flags.tlsServerName !== undefined) {
+    options['grpc.ssl_target_name_override'] = flags.tlsServerName;
+  }
+  return {
+    credentials: tls
+      ? credentials.createSsl(
+          files.ca?.pem ?? null,
+          files.key?.pem ?? null,
+          files.cert?.pem ?? null,
+        )
+      : credentials.createInsecure(),
+    options,
+    tls,
+    clientCertificate: files.cert !== undefined,
+    token: token !== undefined,
+  };
+}
+
+/** How a TLS handshake failed, as far as the error text tells. */
+export type TlsFailureKind =
+  | 'not-tls'
+  | 'untrusted'
+  | 'name-mismatch'
+  | 'client-certificate-required'
+  | 'client-certificate-refused'
+  | 'other';
+
+/**
+ * Recognises a TLS handshake failure in a failed call's error (grpc-js reports it as
+ * UNAVAILABLE, like a coordinator that is not up yet, with OpenSSL's or Node's words in the
+ * details). Undefined when the error is not one.
+ */
+export function tlsFailure(error: unknown): { kind: TlsFailureKind; reason: string } | undefined {
+  const e = error as { details?: unknown; message?: unknown };
+  const text = `${typeof e.details === 'string' ? e.details : ''} ${typeof e.message === 'string' ? e.message : ''}`;
+  // OpenSSL: "...:error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:..."
+  const openssl = /SSL routines:[^:]*:([^:]+)/.exec(text)?.[1]?.trim();
+  const node =
+    /(ERR_TLS_[A-Z_]+\]?: [^.\n]+|unable to (?:verify|get)[^.\n]*|self[- ]signed certificate[^.\n]*|certificate has expired|certificate is not yet valid)/i.exec(
+      text,
+    )?.[1];
+  const reason = openssl ?? node;
+  if (reason === undefined) return undefined;
+  const kind: TlsFailureKind = /wrong version number|packet length too long|http request/i.test(
+    reason,
+  )
+    ? 'not-tls'
+    : /certificate required/i.test(reason)
+      ? 'client-certificate-required'
+      : /alert (bad certificate|unknown ca|certificate unknown|unsupported certificate|certificate expired|decrypt error)/i.test(
+            reason,
+          )
+        ? 'client-certificate-refused'
+        : /ALTNAME|does not match/i.test(reason)
+          ? 'name-mismatch'
+          : /verify|issuer|self[- ]signed|expired|not yet valid/i.test(reason)
+            ? 'untrusted'
+            : 'other';
+  return { kind, reason };
+}
+
+/**
+ * Rewrites a session failure caused by the coordinator's security into a message that says what
+ * to change on this worker; other errors pass through as ShardlineErrors. A refused token reads
+ * "the coordinator refused this worker's token: check --token / SHARDLINE_TOKEN".
+ */
+export function explainSecurityFailure(
+  error: unknown,
+  channel: WorkerChannel,
+  coordinator: string,
+): ShardlineError {
+  const e = toShardlineError(error);
+  if (e.code === 'UNAUTHENTICATED') {
+    const message = channel.token
+      ? `The coordinator refused this worker's token: check --token / ${TOKEN_ENV}, which must equal the coordinator's (coordinator ${coordinator}).`
+      : `The coordinator requires a token and this worker sent none: check --token / ${TOKEN_ENV}, which must equal the coordinator's (coordinator ${coordinator}).`;
+    return new ShardlineError('UNAUTHENTICATED', message, { cause: e });
+  }
+  if (e.code !== 'NETWORK') return e;
+  const failure = tlsFailure(e.cause ?? e);
+  if (!failure) {
+    if (channel.tls) return e;
+    return new ShardlineError(
+      'NETWORK',
+      `${e.message.replace(/\.?$/, '.')} If the coordinator serves TLS, pass --tls-ca <its CA file> (or --tls for a certificate the system trusts).`,
+      { cause: e },
+    );
+  }
+  const fix: Record<TlsFailureKind, string> = {
+    'not-tls':
+      'it does not speak TLS. Drop --tls / --tls-ca / --tls-cert here, or start the coordinator with --tls-cert and --tls-key',
+    untrusted:
+      'its certificate is not trusted by this worker. Pass --tls-ca / SHARDLINE_TLS_CA with the CA file that signed it',
+    'name-mismatch':
+      'its certificate does not list the address dialled. Dial a name the certificate lists, or pass --tls-server-name with one',
+    'client-certificate-required':
+      "it requires a client certificate (mutual TLS). Pass --tls-cert and --tls-key with a certificate signed by the coordinator's --tls-ca",
+    'client-certificate-refused':
+      "it refused this worker's client certificate. Use one signed by a CA in the coordinator's --tls-ca, allowing client authentication",
+    other: 'the TLS handshake failed. Check the TLS flags on both sides',
+  };
+  return new ShardlineError(
+    failure.kind === 'not-tls' ? 'MISMATCH' : 'UNAUTHENTICATED',
+    `TLS with the coordinator at ${coordinator} failed (${failure.reason}): ${fix[failure.kind]}.`,
+    { cause: e },
+  );
+}
