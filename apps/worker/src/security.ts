@@ -160,31 +160,29 @@ export type TlsFailureKind =
  */
 export function tlsFailure(error: unknown): { kind: TlsFailureKind; reason: string } | undefined {
   const e = error as { details?: unknown; message?: unknown };
-  const text = `${typeof e.details === 'string' ? e.details : ''} ${typeof e.message === 'string' ? e.message : ''}`;
+  const text = [e.details, e.message].filter((t) => typeof t === 'string').join(' ');
   // OpenSSL: "...:error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:..."
   const openssl = /SSL routines:[^:]*:([^:]+)/.exec(text)?.[1]?.trim();
+  // Node: "Error [ERR_TLS_CERT_ALTNAME_INVALID]: Hostname/IP does not match certificate's
+  // altnames: ...", or "Error: unable to verify the first certificate".
   const node =
-    /(ERR_TLS_[A-Z_]+\]?: [^.\n]+|unable to (?:verify|get)[^.\n]*|self[- ]signed certificate[^.\n]*|certificate has expired|certificate is not yet valid)/i.exec(
+    /Error \[ERR_TLS_[A-Z_]+\]: (.+?)(?:\. Resolution note|\n|$)/.exec(text)?.[1] ??
+    /(unable to (?:verify|get) [^.\n]*|self[- ]signed certificate[^.\n]*|certificate has expired|certificate is not yet valid)/i.exec(
       text,
     )?.[1];
   const reason = openssl ?? node;
   if (reason === undefined) return undefined;
-  const kind: TlsFailureKind = /wrong version number|packet length too long|http request/i.test(
-    reason,
-  )
-    ? 'not-tls'
-    : /certificate required/i.test(reason)
-      ? 'client-certificate-required'
-      : /alert (bad certificate|unknown ca|certificate unknown|unsupported certificate|certificate expired|decrypt error)/i.test(
-            reason,
-          )
-        ? 'client-certificate-refused'
-        : /ALTNAME|does not match/i.test(reason)
-          ? 'name-mismatch'
-          : /verify|issuer|self[- ]signed|expired|not yet valid/i.test(reason)
-            ? 'untrusted'
-            : 'other';
-  return { kind, reason };
+  const kinds: Array<[RegExp, TlsFailureKind]> = [
+    [/wrong version number|packet length too long|http request/i, 'not-tls'],
+    [/certificate required/i, 'client-certificate-required'],
+    [
+      /alert (bad certificate|unknown ca|certificate unknown|unsupported certificate|certificate expired|decrypt error)/i,
+      'client-certificate-refused',
+    ],
+    [/altnames|does not match/i, 'name-mismatch'],
+    [/verify|issuer|self[- ]signed|expired|not yet valid/i, 'untrusted'],
+  ];
+  return { kind: kinds.find(([pattern]) => pattern.test(reason))?.[1] ?? 'other', reason };
 }
 
 /**

@@ -146,7 +146,15 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
         dataset: job.datasetName,
       });
       try {
-        return await serve(client, joined.workerId, job, options, log, cache);
+        return await serve(
+          client,
+          joined.workerId,
+          job,
+          options,
+          log,
+          cache,
+          joined.heartbeatIntervalMs,
+        );
       } catch (error) {
         const e = toShardlineError(error);
         if (options.signal?.aborted || !isConnectionLoss(e)) throw e;
@@ -180,6 +188,7 @@ async function serve(
   options: WorkerOptions,
   log: Logger,
   cache: DataCache,
+  heartbeatMs: number,
 ): Promise<WorkerOutcome> {
   const key = JSON.stringify([job.datasetName, job.limitTrain, job.limitTest]);
   if (cache.key !== key || !cache.data) {
@@ -226,6 +235,20 @@ async function serve(
   let steps = 0;
   const recent: number[] = [];
   const call = client.train();
+  // Proof of life between steps (during one, the event loop computes and the coordinator's
+  // per-step deadline applies instead).
+  const heartbeat =
+    heartbeatMs > 0
+      ? setInterval(() => {
+          if (call.writableEnded || call.destroyed) return;
+          call.write({
+            kind: {
+              $case: 'heartbeat',
+              value: { step: BigInt(Math.max(0, steps)), unixTimeMs: BigInt(Date.now()) },
+            },
+          } satisfies TrainRequest);
+        }, heartbeatMs)
+      : undefined;
   const onAbort = () => call.cancel();
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
@@ -340,6 +363,7 @@ async function serve(
     if (typeof code === 'number') throw fromGrpcStatus(error as ServiceError);
     throw error;
   } finally {
+    if (heartbeat) clearInterval(heartbeat);
     options.signal?.removeEventListener('abort', onAbort);
     model.dispose();
   }

@@ -51,6 +51,14 @@ export interface ClusterOptions {
   maxWorkers?: number;
   /** How long `members()` waits below the minimum before failing the job (0: forever). */
   waitTimeoutMs?: number;
+  /**
+   * An idle worker (no share outstanding) silent this long is dropped (0: never). Workers send
+   * an application heartbeat every `heartbeatIntervalMs`; during a step the per-step deadline
+   * applies instead, since a worker cannot send anything while its event loop computes.
+   */
+  workerTimeoutMs?: number;
+  /** Told to workers in JoinResponse. Default 2,000 ms. */
+  heartbeatIntervalMs?: number;
   reporter: Reporter;
   logger: Logger;
 }
@@ -75,6 +83,10 @@ export interface Cluster extends Membership {
   stopAll(reason: StopReason, message: string): Promise<void>;
   /** Rejects pending and future `members()` calls with `error` (a local worker died, say). */
   abort(error: ShardlineError): void;
+  /** Stops the background heartbeat check. */
+  close(): void;
+  /** Whether a worker of this name has ever attached. */
+  hasAttached(name: string): boolean;
 }
 
 /** Creates the cluster and its gRPC service implementation. */
@@ -84,6 +96,7 @@ export function createCluster(options: ClusterOptions): Cluster {
   const attached: RemoteWorker[] = [];
   const encoder = createWeightsEncoder(job.weightsDtype, encodeTensor);
   const traffic = { sent: 0, received: 0 };
+  let rejectedGradients = 0;
   let aborted: ShardlineError | undefined;
   const progress: JobProgress = {
     state: JobState.WAITING_FOR_WORKERS,
@@ -99,6 +112,7 @@ export function createCluster(options: ClusterOptions): Cluster {
   };
 
   const removed = new Set<string>();
+  const everAttached = new Set<string>();
   /** Takes a worker out of the group once, however many ways it left (stream end, drop...). */
   const remove = (w: RemoteWorker, why: string) => {
     if (removed.has(w.id)) return;
@@ -153,7 +167,7 @@ export function createCluster(options: ClusterOptions): Cluster {
       protocolVersion: PROTOCOL_VERSION,
       job,
       weightsVersion: 0n,
-      heartbeatIntervalMs: 5000,
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 2000,
     });
   };
 
@@ -193,8 +207,15 @@ export function createCluster(options: ClusterOptions): Cluster {
         );
         return;
       }
-      worker = createRemoteWorker(info, call, job, layout, encoder, traffic);
+      worker = createRemoteWorker(info, call, job, layout, encoder, traffic, () => {
+        rejectedGradients++;
+        logger.warn('rejected a non-finite gradient', {
+          worker: info.name,
+          rejected_total: rejectedGradients,
+        });
+      });
       attached.push(worker);
+      everAttached.add(info.name);
       reporter.workerJoined({
         worker: info.name,
         worker_id: info.id,
@@ -264,7 +285,28 @@ export function createCluster(options: ClusterOptions): Cluster {
     });
   };
 
+  const silenceMs = options.workerTimeoutMs ?? 0;
+  const sweep =
+    silenceMs > 0
+      ? setInterval(() => {
+          const now = Date.now();
+          for (const w of [...attached]) {
+            if (!w.busy && now - w.lastSeenMs > silenceMs) {
+              const reason = `no heartbeat for ${Math.round((now - w.lastSeenMs) / 1000)} s (--worker-timeout ${silenceMs / 1000})`;
+              logger.warn('dropping a silent worker', { worker: w.name, reason });
+              w.stop(StopReasonEnum.EVICTED, reason);
+              remove(w, reason);
+            }
+          }
+        }, 1000)
+      : undefined;
+  sweep?.unref();
+
   return {
+    hasAttached: (name) => everAttached.has(name),
+    close() {
+      if (sweep) clearInterval(sweep);
+    },
     service: { join, train, leave, getStatus },
     attached: () => attached,
     setProgress(update) {

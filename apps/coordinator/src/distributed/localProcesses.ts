@@ -25,7 +25,7 @@ export interface LocalWorkersOptions {
   /** Receives each worker's stderr lines. */
   stderr: { write(chunk: string): unknown };
   /** Called once if a worker exits unexpectedly (non-zero, or by a signal we did not send). */
-  onUnexpectedExit(error: ShardlineError): void;
+  onUnexpectedExit(error: ShardlineError, name: string): void;
 }
 
 /** The started processes. */
@@ -76,6 +76,7 @@ export function startLocalWorkers(options: LocalWorkersOptions): LocalWorkers {
           'INTERNAL',
           `Local worker ${name} exited with ${signal ? `signal ${signal}` : `status ${code}`}${lastLine ? `: ${lastLine.trim()}` : ''}`,
         ),
+        name,
       );
     });
     return child;

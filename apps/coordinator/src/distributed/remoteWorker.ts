@@ -14,6 +14,7 @@ import {
   type JobSpec,
   type TrainRequest,
   type TrainResponse,
+  toGrpcStatus,
   weightsMessages,
   writeMessages,
 } from '@shardline/protocol';
@@ -68,6 +69,8 @@ export interface RemoteWorker extends TrainingWorker {
   /** The last step whose gradient arrived (-1: none yet) and when the worker last sent anything. */
   readonly lastStep: number;
   readonly lastSeenMs: number;
+  /** True while a share or an evaluation is outstanding (the worker may be computing, silently). */
+  readonly busy: boolean;
   /** Feeds a message the worker sent (the server's data handler calls this). */
   receive(message: TrainRequest): void;
   /** Tells the worker to stop and ends the stream. */
@@ -84,6 +87,7 @@ export function createRemoteWorker(
   layout: ParamLayout,
   encoder: WeightsEncoder,
   traffic: { sent: number; received: number },
+  onRejected: () => void = () => {},
 ): RemoteWorker {
   let version = -1;
   let lastStep = -1;
@@ -101,6 +105,8 @@ export function createRemoteWorker(
     resolveClosed = r;
   });
   const assembler = createTensorAssembler({
+    // Refuse oversized transfers before allocating: a gradient is exactly this big.
+    maxTensorBytes: layout.size * 4,
     expectedFingerprint: layout.fingerprint,
     expectedElementCount: layout.size,
     expectedDtypes: [job.gradientDtype],
@@ -137,6 +143,9 @@ export function createRemoteWorker(
     },
     get lastSeenMs() {
       return lastSeenMs;
+    },
+    get busy() {
+      return gradient !== undefined || evaluation !== undefined;
     },
     async computeShare(
       assignment: ShareAssignment,
@@ -209,11 +218,21 @@ export function createRemoteWorker(
               'INVALID_ARGUMENT',
               `Worker ${info.name} sent a gradient without its sample count and loss.`,
             );
+          const values = decodeTensor(tensor.bytes, tensor.meta.dtype);
+          const bad = firstNonFinite(values);
+          if (bad >= 0) {
+            onRejected();
+            throw new ShardlineError(
+              'NUMERIC',
+              `Worker ${info.name} sent a gradient for step ${tensor.meta.step} with ${values[bad]} at index ${bad}: expected finite numbers. ` +
+                'The gradient was rejected and the step runs without this worker; check its backend and data, or lower --learning-rate.',
+            );
+          }
           const done = gradient;
           gradient = undefined;
           traffic.received += tensor.bytes.byteLength;
           lastStep = Number(done.key);
-          done.resolve({ ...samples, gradient: decodeTensor(tensor.bytes, tensor.meta.dtype) });
+          done.resolve({ ...samples, gradient: values });
         } else if (kind.$case === 'evaluation') {
           if (!evaluation || evaluation.key !== kind.value.requestId) {
             throw new ShardlineError(
@@ -228,11 +247,14 @@ export function createRemoteWorker(
           throw new ShardlineError('INTERNAL', `Worker ${info.name} failed: ${kind.value.message}`);
         }
       } catch (error) {
-        this.fail(
+        const e =
           error instanceof ShardlineError
             ? error
-            : new ShardlineError('INTERNAL', String(error), { cause: error }),
-        );
+            : new ShardlineError('INVALID_ARGUMENT', String(error), { cause: error });
+        // Tell the worker why with a gRPC status, then fail whatever waits on it: the trainer
+        // drops it and runs the step without it, so the model never sees the bad input.
+        if (!call.writableEnded && !call.destroyed) call.emit('error', toGrpcStatus(e));
+        this.fail(e);
       }
     },
     stop(reason, message) {
@@ -250,4 +272,14 @@ export function createRemoteWorker(
       resolveClosed(error.message);
     },
   };
+}
+
+/** Index of the first NaN or infinity in `values`, or -1. */
+export function firstNonFinite(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    // v - v is NaN exactly for NaN and +/-Infinity, and cheaper than Number.isFinite per element.
+    if (v - v !== 0) return i;
+  }
+  return -1;
 }

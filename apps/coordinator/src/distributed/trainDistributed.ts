@@ -123,6 +123,7 @@ export async function trainDistributed(
       minWorkers: settings.minWorkers,
       maxWorkers: settings.maxWorkers,
       waitTimeoutMs: settings.waitTimeoutMs,
+      workerTimeoutMs: settings.workerTimeoutMs,
       reporter,
       logger,
     });
@@ -181,7 +182,14 @@ export async function trainDistributed(
         ],
         env: link.env,
         stderr: streams.stderr,
-        onUnexpectedExit: (error) => c.abort(error),
+        // A worker that never joined failed to start (bad data, bad flags): fail the job with its
+        // words rather than wait. One that did join is a worker failure like any other: the
+        // cluster has already dropped it and the run goes on without it.
+        onUnexpectedExit: (error, name) => {
+          if (c.hasAttached(name))
+            logger.warn('a local worker exited', { worker: name, reason: error.message });
+          else c.abort(error);
+        },
       });
     }
     const c = cluster;
@@ -249,6 +257,7 @@ export async function trainDistributed(
     throw error;
   } finally {
     await locals?.stop(5000);
+    cluster?.close();
     server.forceShutdown();
   }
 }
