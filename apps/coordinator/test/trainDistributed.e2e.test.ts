@@ -4,13 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { credentials } from '@grpc/grpc-js';
+import { credentials, makeClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
 import {
   CHANNEL_OPTIONS,
   CoordinatorClient,
   type GetStatusResponse,
   JobState,
 } from '@shardline/protocol';
+import { service as healthService } from 'grpc-health-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliPath, runCli } from './runCli.js';
 
@@ -18,6 +19,24 @@ function getStatus(address: string): Promise<GetStatusResponse> {
   const client = new CoordinatorClient(address, credentials.createInsecure(), CHANNEL_OPTIONS);
   return new Promise<GetStatusResponse>((resolve, reject) =>
     client.getStatus({}, (error, response) => (error ? reject(error) : resolve(response))),
+  ).finally(() => client.close());
+}
+
+/** Asks the standard gRPC health service, as a Kubernetes gRPC probe would. */
+function checkHealth(address: string, service: string): Promise<unknown> {
+  const Health = makeClientConstructor(
+    healthService as unknown as ServiceDefinition,
+    'grpc.health.v1.Health',
+  );
+  const client = new Health(address, credentials.createInsecure()) as unknown as {
+    check(
+      request: { service: string },
+      callback: (error: Error | null, response: unknown) => void,
+    ): void;
+    close(): void;
+  };
+  return new Promise<unknown>((resolve, reject) =>
+    client.check({ service }, (error, response) => (error ? reject(error) : resolve(response))),
   ).finally(() => client.close());
 }
 
@@ -140,6 +159,7 @@ describe('distributed training over gRPC', () => {
     });
     const events: Array<Record<string, unknown>> = [];
     let status: GetStatusResponse | undefined;
+    let health: unknown;
     const workers: ReturnType<typeof spawn>[] = [];
     const exited = new Promise<number | null>((resolve) => coordinator.on('close', resolve));
     for await (const line of createInterface({ input: coordinator.stdout })) {
@@ -148,6 +168,7 @@ describe('distributed training over gRPC', () => {
       if (event.event === 'started') {
         // Operators can ask where the job stands: it waits for its two workers.
         status = await getStatus(String(event.listen));
+        health = await checkHealth(String(event.listen), 'shardline.v1.CoordinatorService');
         // Start the workers only now, as an operator would on other machines.
         for (const name of ['remote-a', 'remote-b']) {
           workers.push(
@@ -179,6 +200,8 @@ describe('distributed training over gRPC', () => {
     const joined = events.filter((e) => e.event === 'worker_joined').map((e) => e.worker);
     expect(joined.sort()).toEqual(['remote-a', 'remote-b']);
     expect(events.at(-1)).toMatchObject({ event: 'done', workers: 2, step: 32 });
+    // Orchestrators' probes see the coordinator serving as soon as it listens.
+    expect(health).toMatchObject({ status: 'SERVING' });
     expect(status).toMatchObject({ state: JobState.WAITING_FOR_WORKERS, workers: [], step: 0n });
     expect(status!.job).toMatchObject({
       modelName: 'fast-cnn',

@@ -23,6 +23,7 @@ import {
   SERVER_OPTIONS,
   StopReason,
 } from '@shardline/protocol';
+import { HealthImplementation } from 'grpc-health-check';
 import { checkpointOptions, finishRun, type RunControl, type TrainResult } from '../job.js';
 import type { Reporter } from '../reporter.js';
 import { prepareOutDir } from '../runOutputs.js';
@@ -31,6 +32,9 @@ import { runSynchronousTraining } from '../training/syncTrainer.js';
 import { createCluster } from './cluster.js';
 import { type LocalWorkers, startLocalWorkers } from './localProcesses.js';
 import { resolveServerSecurity, type ServerSecurityFlags } from './security.js';
+
+/** The name probes ask the health service about (the empty name means the whole server). */
+export const COORDINATOR_SERVICE = 'shardline.v1.CoordinatorService';
 
 /** Settings only the distributed mode has. */
 export interface DistributedSettings {
@@ -82,6 +86,10 @@ export async function trainDistributed(
   const security = resolveServerSecurity(settings.security ?? {}, settings, logger);
   const outDir = await prepareOutDir(resolve(config.out), config.resume);
   const server = new Server({ ...SERVER_OPTIONS });
+  const health = new HealthImplementation({
+    '': 'NOT_SERVING',
+    [COORDINATOR_SERVICE]: 'NOT_SERVING',
+  });
   let locals: LocalWorkers | undefined;
   let cluster: ReturnType<typeof createCluster> | undefined;
   try {
@@ -131,7 +139,12 @@ export async function trainDistributed(
       CoordinatorServiceDefinition,
       security.protect(CoordinatorServiceDefinition, cluster.service, logger),
     );
+    // The standard gRPC health service, for orchestrators' readiness and liveness probes. It is
+    // not behind the token: probes carry no secrets, and it reveals nothing but SERVING.
+    health.addToServer(server);
     const port = await bind(server, settings.listen, security.credentials);
+    health.setStatus('', 'SERVING');
+    health.setStatus(COORDINATOR_SERVICE, 'SERVING');
     applyServerFlowControlWindow(server);
     const host = settings.listen.slice(0, settings.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
@@ -231,6 +244,7 @@ export async function trainDistributed(
       ...(control.shouldStop ? { shouldStop: control.shouldStop } : {}),
     });
     cluster.setProgress({ state: result.completed ? JobState.DONE : JobState.FAILED });
+    health.setStatus(COORDINATOR_SERVICE, 'NOT_SERVING');
     await cluster.stopAll(
       result.completed ? StopReason.JOB_DONE : StopReason.SHUTDOWN,
       result.completed
@@ -252,6 +266,7 @@ export async function trainDistributed(
     });
   } catch (error) {
     cluster?.setProgress({ state: JobState.FAILED });
+    health.setStatus(COORDINATOR_SERVICE, 'NOT_SERVING');
     await cluster?.stopAll(StopReason.JOB_FAILED, (error as Error).message).catch(() => {});
     await outDir.discardIfEmpty();
     throw error;
