@@ -93,6 +93,7 @@ export async function trainInProcess(
       ...checkpoints,
       ...(control.signal ? { signal: control.signal } : {}),
       ...(control.shouldStop ? { shouldStop: control.shouldStop } : {}),
+      ...(control.stopSignal ? { stopSignal: control.stopSignal } : {}),
     });
     return await finishRun({
       result,

@@ -22,6 +22,8 @@ export interface TrainResult {
 export interface RunControl {
   signal?: AbortSignal;
   shouldStop?: () => boolean;
+  /** Aborted when a stop is requested, to end waits for workers. */
+  stopSignal?: AbortSignal;
 }
 
 /**

@@ -253,12 +253,14 @@ export async function runCli(argv: string[], streams: ReporterStreams): Promise<
     // First SIGINT/SIGTERM: finish the current step, checkpoint, stop the workers, exit 0.
     // A second one: exit at once.
     let stopRequested = false;
+    const stopping = new AbortController();
     const onSignal = (name: string) => {
       if (stopRequested) {
         streams.stderr.write(`shardline-coordinator: second ${name}, exiting at once.\n`);
         process.exit(130);
       }
       stopRequested = true;
+      stopping.abort();
       logger.warn(
         `${name} received: stopping after the current step (send it again to exit at once)`,
       );
@@ -267,7 +269,7 @@ export async function runCli(argv: string[], streams: ReporterStreams): Promise<
     const onTerm = () => onSignal('SIGTERM');
     process.on('SIGINT', onInt);
     process.on('SIGTERM', onTerm);
-    const control = { shouldStop: () => stopRequested };
+    const control = { shouldStop: () => stopRequested, stopSignal: stopping.signal };
     try {
       if (config.resume && flags.outGiven === false) {
         throw new ShardlineError(

@@ -21,8 +21,11 @@ afterAll(async () => {
   await rm(out, { recursive: true, force: true });
 });
 
-function start(args: string[]): ChildProcess {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+function start(args: string[], { ownGroup = false } = {}): ChildProcess {
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: ownGroup,
+  });
   children.push(child);
   return child;
 }
@@ -118,13 +121,14 @@ describe('checkpoints and --resume', () => {
 
     // SIGINT: the step in flight finishes, a checkpoint is written, the workers are told to stop,
     // and the coordinator exits 0; --resume then ends with the same weights again.
-    const stopped = start([cliPath, ...flags, '--out', join(out, 'stopped')]);
+    const stopped = start([cliPath, ...flags, '--out', join(out, 'stopped')], { ownGroup: true });
     let stderr = '';
     stopped.stderr!.on('data', (d: Buffer) => {
       stderr += d;
     });
     await waitForLog(stopped, (r) => r.msg === 'checkpoint written' && Number(r.step) >= 16);
-    stopped.kill('SIGINT');
+    // As Ctrl-C in a terminal does: the signal goes to the coordinator's whole process group.
+    process.kill(-stopped.pid!, 'SIGINT');
     expect(await exited(stopped)).toBe(0);
     expect(stderr).toMatch(/stopped before the end; a checkpoint is in .*--resume/);
     const again = await runCli([...flags, '--out', join(out, 'stopped'), '--resume']);

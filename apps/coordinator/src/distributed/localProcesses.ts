@@ -56,6 +56,11 @@ export function startLocalWorkers(options: LocalWorkersOptions): LocalWorkers {
       {
         stdio: ['ignore', 'ignore', 'pipe'],
         env: childEnv(options.env),
+        // Their own process group: a Ctrl-C in the terminal reaches only the coordinator, which
+        // then finishes the step, checkpoints and stops its workers itself. (If the coordinator
+        // is killed outright, they notice the broken stream, try to rejoin, and give up after
+        // --connect-timeout.)
+        detached: true,
       },
     );
     let lastLine = '';

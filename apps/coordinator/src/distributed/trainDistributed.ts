@@ -242,6 +242,7 @@ export async function trainDistributed(
       ...checkpoints,
       ...(control.signal ? { signal: control.signal } : {}),
       ...(control.shouldStop ? { shouldStop: control.shouldStop } : {}),
+      ...(control.stopSignal ? { stopSignal: control.stopSignal } : {}),
     });
     cluster.setProgress({ state: result.completed ? JobState.DONE : JobState.FAILED });
     health.setStatus(COORDINATOR_SERVICE, 'NOT_SERVING');

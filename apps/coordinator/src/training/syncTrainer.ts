@@ -84,6 +84,11 @@ export interface SyncTrainingOptions {
   workerTimeoutMs?: number;
   /** Checked between steps: true stops the run after a final checkpoint (a graceful SIGINT). */
   shouldStop?: () => boolean;
+  /**
+   * Aborted together with `shouldStop` turning true, so that a wait for workers (which may
+   * never come) ends too: the step in flight is then abandoned and the run stops at its start.
+   */
+  stopSignal?: AbortSignal;
 }
 
 /** The result of a run that finished or stopped. */
@@ -169,6 +174,10 @@ export async function runSynchronousTraining(
   let evaluation: ClassificationReport | undefined;
   let step = resume?.step ?? 0;
   const checkpointEvery = options.checkpointEvery ?? 0;
+  const waitSignal =
+    signal && options.stopSignal
+      ? AbortSignal.any([signal, options.stopSignal])
+      : (signal ?? options.stopSignal);
   const checkpoint = async (
     epoch: number,
     stepInEpoch: number,
@@ -212,7 +221,20 @@ export async function runSynchronousTraining(
       const t0 = performance.now();
       let results: ShareResult[] | undefined;
       while (!results) {
-        const members = await membership.members(signal);
+        let members: readonly TrainingWorker[];
+        try {
+          members = await membership.members(waitSignal);
+        } catch (error) {
+          if (!options.stopSignal?.aborted || signal?.aborted) throw error;
+          await checkpoint(epoch, s, running);
+          return {
+            completed: false,
+            history,
+            ...(evaluation ? { evaluation } : {}),
+            weights,
+            optimizer,
+          };
+        }
         workersSeen = Math.max(workersSeen, members.length);
         const settled = await Promise.allSettled(
           members.map((worker, rank) =>
@@ -249,6 +271,17 @@ export async function runSynchronousTraining(
             reason,
           });
           membership.drop(worker, reason);
+        }
+        if (options.shouldStop?.()) {
+          // Stopping anyway: abandon this step rather than retry it.
+          await checkpoint(epoch, s, running);
+          return {
+            completed: false,
+            history,
+            ...(evaluation ? { evaluation } : {}),
+            weights,
+            optimizer,
+          };
         }
       }
       const t1 = performance.now();
