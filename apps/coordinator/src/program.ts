@@ -282,7 +282,7 @@ export async function runCli(argv: string[], streams: ReporterStreams): Promise<
         : await trainDistributed(config, flags.distributed, reporter, logger, streams, control);
       if (!result.completed) {
         streams.stderr.write(
-          `shardline-coordinator: stopped before the end; a checkpoint is in ${config.out}. Continue with the same flags plus --resume.\n`,
+          `shardline-coordinator: stopped before the end; a checkpoint is in ${config.out}. Continue with the same flags plus --out ${config.out} --resume.\n`,
         );
       }
     } finally {
