@@ -230,6 +230,9 @@ async function serve(
     expectedElementCount: layout.size,
     maxChunkBytes: job.maxChunkBytes,
     label: 'weights from the coordinator',
+    // Reused: each version is written into the model at the next assignment, before the
+    // coordinator sends another version.
+    reuseBuffer: true,
   });
   let weights: WeightsSnapshot = { version: -1, params: readWeights(model, layout) };
   let steps = 0;

@@ -14,7 +14,6 @@ import {
   type CoordinatorServiceServer,
   checkProtocolVersion,
   type EpochMetrics as EpochMetricsMessage,
-  encodeTensor,
   type GetStatusRequest,
   type GetStatusResponse,
   type JobSpec,
@@ -94,7 +93,7 @@ export function createCluster(options: ClusterOptions): Cluster {
   const { job, layout, reporter, logger } = options;
   const joined = new Map<string, RemoteWorkerInfo>();
   const attached: RemoteWorker[] = [];
-  const encoder = createWeightsEncoder(job.weightsDtype, encodeTensor);
+  const encoder = createWeightsEncoder(job, layout);
   const traffic = { sent: 0, received: 0 };
   let rejectedGradients = 0;
   let aborted: ShardlineError | undefined;

@@ -11,6 +11,7 @@ import {
   createTensorAssembler,
   type DataType,
   decodeTensor,
+  encodeTensor,
   type JobSpec,
   type TrainRequest,
   type TrainResponse,
@@ -26,22 +27,45 @@ import type {
   WeightsSnapshot,
 } from '@shardline/worker';
 
-/** Encodes each weights version once, however many workers need it. */
+/** Builds each weights version's messages once, however many workers need them. */
 export interface WeightsEncoder {
-  bytes(weights: WeightsSnapshot): Uint8Array;
+  /** The Train messages that carry `weights` (chunked, checksummed) and their payload bytes. */
+  messages(weights: WeightsSnapshot): { messages: readonly TrainResponse[]; bytes: number };
 }
 
-/** Creates a {@link WeightsEncoder} for the job's weights dtype. */
-export function createWeightsEncoder(
-  dtype: DataType,
-  encode: (values: Float32Array, dtype: DataType) => Uint8Array,
-): WeightsEncoder {
-  let cached: { version: number; bytes: Uint8Array } | undefined;
+/**
+ * Creates a {@link WeightsEncoder} for the job. Every worker gets the very same chunk messages
+ * for a version (one transfer id per version), so encoding and the CRC-32 run once per step
+ * rather than once per worker.
+ */
+export function createWeightsEncoder(job: JobSpec, layout: ParamLayout): WeightsEncoder {
+  let cached: { version: number; messages: readonly TrainResponse[]; bytes: number } | undefined;
   return {
-    bytes(weights) {
-      if (cached?.version !== weights.version)
-        cached = { version: weights.version, bytes: encode(weights.params, dtype) };
-      return cached.bytes;
+    messages(weights) {
+      if (cached?.version !== weights.version) {
+        const bytes = encodeTensor(weights.params, job.weightsDtype);
+        const meta = {
+          dtype: job.weightsDtype,
+          shape: [layout.size],
+          elementCount: layout.size,
+          layoutFingerprint: layout.fingerprint,
+          version: BigInt(weights.version),
+          step: BigInt(weights.version),
+        };
+        // Copy: the master weights change in place at the next optimizer step, while a slow
+        // worker's stream may still be writing these chunks.
+        const owned = new Uint8Array(bytes);
+        cached = {
+          version: weights.version,
+          messages: [
+            ...weightsMessages(meta, owned, job.maxChunkBytes, {
+              transferId: `weights-${weights.version}`,
+            }),
+          ],
+          bytes: owned.byteLength,
+        };
+      }
+      return cached;
     },
   };
 }
@@ -112,6 +136,9 @@ export function createRemoteWorker(
     expectedDtypes: [job.gradientDtype],
     maxChunkBytes: job.maxChunkBytes,
     label: `gradient from worker ${info.name}`,
+    // One buffer per worker, reused step after step: a gradient is averaged before the same
+    // worker's next one can arrive (the next step's assignment comes after the average).
+    reuseBuffer: true,
   });
 
   const guard = () => {
@@ -119,17 +146,9 @@ export function createRemoteWorker(
   };
   const sendWeights = async (weights: WeightsSnapshot) => {
     if (version === weights.version) return;
-    const meta = {
-      dtype: job.weightsDtype,
-      shape: [layout.size],
-      elementCount: layout.size,
-      layoutFingerprint: layout.fingerprint,
-      version: BigInt(weights.version),
-      step: BigInt(weights.version),
-    };
-    const bytes = encoder.bytes(weights);
-    await writeMessages(call, weightsMessages(meta, bytes, job.maxChunkBytes));
-    traffic.sent += bytes.byteLength;
+    const { messages, bytes } = encoder.messages(weights);
+    await writeMessages(call, messages);
+    traffic.sent += bytes;
     version = weights.version;
   };
 
