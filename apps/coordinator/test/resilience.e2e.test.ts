@@ -281,25 +281,29 @@ describe('membership faults', () => {
         'warn',
       ]);
 
+    /** Runs the coordinator to the end, calling `onEvent` for each of its JSON events. */
+    const run = async (dir: string, onEvent: (event: Record<string, unknown>) => void) => {
+      const coordinator = start([cliPath, ...flags, '--out', join(out, dir)]);
+      const events: Array<Record<string, unknown>> = [];
+      for await (const line of createInterface({ input: coordinator.stdout! })) {
+        const event = JSON.parse(line) as Record<string, unknown>;
+        events.push(event);
+        onEvent(event);
+      }
+      expect(await exited(coordinator)).toBe(0);
+      return events;
+    };
+
     // The undisturbed run: three workers throughout.
-    const calm = start([cliPath, ...flags, '--out', join(out, 'calm')]);
-    const calmEvents: Array<Record<string, unknown>> = [];
-    for await (const line of createInterface({ input: calm.stdout! })) {
-      const event = JSON.parse(line) as Record<string, unknown>;
-      calmEvents.push(event);
+    const calmEvents = await run('calm', (event) => {
       if (event.event === 'started')
         for (const n of ['a', 'b', 'c']) worker(String(event.listen), `calm-${n}`);
-    }
-    expect(await exited(calm)).toBe(0);
+    });
 
     // The disturbed run: three workers, one SIGKILLed once training runs, a fourth joining later.
-    const coordinator = start([cliPath, ...flags, '--out', join(out, 'chaos')]);
-    const events: Array<Record<string, unknown>> = [];
     let victim: ChildProcess | undefined;
     let address = '';
-    for await (const line of createInterface({ input: coordinator.stdout! })) {
-      const event = JSON.parse(line) as Record<string, unknown>;
-      events.push(event);
+    const events = await run('chaos', (event) => {
       if (event.event === 'started') {
         address = String(event.listen);
         victim = worker(address, 'chaos-a');
@@ -311,8 +315,7 @@ describe('membership faults', () => {
         setTimeout(() => victim?.kill('SIGKILL'), 1500);
         setTimeout(() => worker(address, 'chaos-d'), 3500);
       }
-    }
-    expect(await exited(coordinator)).toBe(0);
+    });
     const left = events.filter((e) => e.event === 'worker_left').map((e) => e.worker);
     const joined = events.filter((e) => e.event === 'worker_joined').map((e) => e.worker);
     expect(left).toContain('chaos-a');

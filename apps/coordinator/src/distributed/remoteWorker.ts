@@ -9,7 +9,6 @@ import { type ParamLayout, ShardlineError } from '@shardline/core';
 import type { ClassificationState } from '@shardline/metrics';
 import {
   createTensorAssembler,
-  type DataType,
   decodeTensor,
   encodeTensor,
   type JobSpec,

@@ -152,7 +152,7 @@ function withDeadline<T>(promise: Promise<T>, ms: number, what: () => string): P
 export async function runSynchronousTraining(
   options: SyncTrainingOptions,
 ): Promise<SyncTrainingResult> {
-  const { config, layout, membership, reporter, logger, signal, resume } = options;
+  const { config, layout, membership, reporter, signal, resume } = options;
   const params = resume?.params ?? options.params;
   const optimizer = createOptimizer({
     kind: config.optimizer,
@@ -174,6 +174,14 @@ export async function runSynchronousTraining(
   let evaluation: ClassificationReport | undefined;
   let step = resume?.step ?? 0;
   const checkpointEvery = options.checkpointEvery ?? 0;
+  const stopAt = async (
+    epoch: number,
+    stepInEpoch: number,
+    running: TrainerCheckpoint['running'],
+  ): Promise<SyncTrainingResult> => {
+    await checkpoint(epoch, stepInEpoch, running);
+    return { completed: false, history, ...(evaluation ? { evaluation } : {}), weights, optimizer };
+  };
   const waitSignal =
     signal && options.stopSignal
       ? AbortSignal.any([signal, options.stopSignal])
@@ -208,16 +216,7 @@ export async function runSynchronousTraining(
       if (signal?.aborted) {
         throw new ShardlineError('CANCELLED', 'Training was interrupted before it finished.');
       }
-      if (options.shouldStop?.()) {
-        await checkpoint(epoch, s, running);
-        return {
-          completed: false,
-          history,
-          ...(evaluation ? { evaluation } : {}),
-          weights,
-          optimizer,
-        };
-      }
+      if (options.shouldStop?.()) return await stopAt(epoch, s, running);
       const t0 = performance.now();
       let results: ShareResult[] | undefined;
       while (!results) {
@@ -226,14 +225,7 @@ export async function runSynchronousTraining(
           members = await membership.members(waitSignal);
         } catch (error) {
           if (!options.stopSignal?.aborted || signal?.aborted) throw error;
-          await checkpoint(epoch, s, running);
-          return {
-            completed: false,
-            history,
-            ...(evaluation ? { evaluation } : {}),
-            weights,
-            optimizer,
-          };
+          return await stopAt(epoch, s, running);
         }
         workersSeen = Math.max(workersSeen, members.length);
         const settled = await Promise.allSettled(
@@ -250,39 +242,9 @@ export async function runSynchronousTraining(
             ),
           ),
         );
-        const failed = settled.flatMap((r, i) =>
-          r.status === 'rejected' ? [{ worker: members[i]!, error: r.reason as unknown }] : [],
-        );
-        if (failed.length === 0) {
-          results = settled.map((r) => (r as PromiseFulfilledResult<ShareResult>).value);
-          break;
-        }
-        const first = failed[0]!.error;
-        if (
-          !membership.drop ||
-          (first instanceof ShardlineError && first.code === 'CANCELLED' && signal?.aborted)
-        )
-          throw first;
-        for (const { worker, error } of failed) {
-          const reason = (error as Error)?.message ?? String(error);
-          logger.warn('dropped a worker; retrying the step without it', {
-            worker: worker.name,
-            step,
-            reason,
-          });
-          membership.drop(worker, reason);
-        }
-        if (options.shouldStop?.()) {
-          // Stopping anyway: abandon this step rather than retry it.
-          await checkpoint(epoch, s, running);
-          return {
-            completed: false,
-            history,
-            ...(evaluation ? { evaluation } : {}),
-            weights,
-            optimizer,
-          };
-        }
+        results = succeeded(settled, members, options, `step ${step}`);
+        // Stopping anyway: abandon a failed step rather than retry it.
+        if (!results && options.shouldStop?.()) return await stopAt(epoch, s, running);
       }
       const t1 = performance.now();
       const { gradient, samples } = averageGradients(results, layout.size);
@@ -379,24 +341,41 @@ async function evaluateAll(
         return worker.evaluate({ start, end }, weights, options.signal);
       }),
     );
-    const failed = settled.flatMap((r, i) =>
-      r.status === 'rejected' ? [{ worker: members[i]!, error: r.reason as unknown }] : [],
-    );
-    if (failed.length === 0) {
-      for (const r of settled)
-        accumulator.merge(
-          (r as PromiseFulfilledResult<Parameters<typeof accumulator.merge>[0]>).value,
-        );
+    const states = succeeded(settled, members, options, 'evaluation');
+    if (states) {
+      for (const state of states) accumulator.merge(state);
       return accumulator.result();
     }
-    if (!options.membership.drop) throw failed[0]!.error;
-    for (const { worker, error } of failed) {
-      const reason = (error as Error)?.message ?? String(error);
-      options.logger.warn('dropped a worker during evaluation; evaluating again without it', {
-        worker: worker.name,
-        reason,
-      });
-      options.membership.drop(worker, reason);
-    }
   }
+}
+
+/**
+ * The members' answers when all of them answered; otherwise drops every member that failed (or
+ * rethrows when members cannot be dropped, or the run was aborted) and returns undefined, so the
+ * caller retries with those that remain.
+ */
+function succeeded<T>(
+  settled: readonly PromiseSettledResult<T>[],
+  members: readonly TrainingWorker[],
+  options: Pick<SyncTrainingOptions, 'membership' | 'logger' | 'signal'>,
+  what: string,
+): T[] | undefined {
+  const failed = settled.flatMap((r, i) =>
+    r.status === 'rejected' ? [{ worker: members[i]!, error: r.reason as unknown }] : [],
+  );
+  if (failed.length === 0) return settled.map((r) => (r as PromiseFulfilledResult<T>).value);
+  const { membership, logger, signal } = options;
+  const first = failed[0]!.error;
+  if (
+    !membership.drop ||
+    (first instanceof ShardlineError && first.code === 'CANCELLED' && signal?.aborted)
+  ) {
+    throw first;
+  }
+  for (const { worker, error } of failed) {
+    const reason = (error as Error)?.message ?? String(error);
+    logger.warn(`dropped a worker; retrying ${what} without it`, { worker: worker.name, reason });
+    membership.drop(worker, reason);
+  }
+  return undefined;
 }
