@@ -26,6 +26,7 @@ import {
   PROTOCOL_VERSION,
 } from '@shardline/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCertificate } from './certificates.js';
 import { cliPath, runCli } from './runCli.js';
 
 const workerCli = fileURLToPath(new URL('../../worker/dist/cli.js', import.meta.url));
@@ -51,47 +52,20 @@ const tiny = [
 let dir: string;
 const pem = (name: string) => join(dir, name);
 
-function openssl(...args: string[]): void {
-  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-/** A P-256 key and a certificate signed by `ca` (self-signed when `ca` is undefined). */
-function makeCertificate(name: string, subject: string, ca: string | undefined, ext: string[]) {
-  openssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    `/CN=${subject}`,
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.pem`,
-    ...(ca ? ['-CA', `${ca}.pem`, '-CAkey', `${ca}.key`] : []),
-    ...ext.flatMap((e) => ['-addext', e]),
-  );
-}
-
 beforeAll(async () => {
   // openssl makes the certificates (Node can create keys but not sign X.509 certificates).
   expect(() => execFileSync('openssl', ['version'])).not.toThrow();
   dir = await mkdtemp(join(tmpdir(), 'shardline-security-'));
-  makeCertificate('ca', 'Shardline test CA', undefined, []);
-  makeCertificate('other-ca', 'Some other CA', undefined, []);
+  makeCertificate(dir, 'ca', 'Shardline test CA', undefined, []);
+  makeCertificate(dir, 'other-ca', 'Some other CA', undefined, []);
   const leaf = 'basicConstraints=critical,CA:FALSE';
-  makeCertificate('server', 'coordinator', 'ca', [
+  makeCertificate(dir, 'server', 'coordinator', 'ca', [
     'subjectAltName=DNS:localhost,IP:127.0.0.1',
     leaf,
     // clientAuth too: under mutual TLS, local workers present the coordinator's certificate.
     'extendedKeyUsage=serverAuth,clientAuth',
   ]);
-  makeCertificate('client', 'worker', 'ca', [leaf, 'extendedKeyUsage=clientAuth']);
+  makeCertificate(dir, 'client', 'worker', 'ca', [leaf, 'extendedKeyUsage=clientAuth']);
 });
 
 afterAll(async () => {

@@ -3,7 +3,6 @@
  * or warned about, what local workers are handed (token by environment only), and the
  * constant-time token check. No socket is opened here; security.e2e.test.ts covers the wire.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +14,7 @@ import {
   resolveServerSecurity,
   type ServerSecurityFlags,
 } from '../src/distributed/security.js';
+import { makeCertificate } from './certificates.js';
 
 const TOKEN = 'unit-secret-0123456789abcdef';
 
@@ -36,43 +36,13 @@ function resolveWith(flags: ServerSecurityFlags, listen: string, localWorkers = 
 let dir: string;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'shardline-security-unit-'));
-  const req = (name: string, cn: string, extra: string[]) =>
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-days',
-        '2',
-        '-subj',
-        `/CN=${cn}`,
-        '-keyout',
-        `${name}.key`,
-        '-out',
-        `${name}.pem`,
-        ...extra,
-      ],
-      { cwd: dir, stdio: 'ignore' },
-    );
-  req('ca', 'CA', []);
-  req('leaf', 'coordinator.example', [
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-addext',
+  makeCertificate(dir, 'ca', 'CA', undefined, []);
+  makeCertificate(dir, 'leaf', 'coordinator.example', 'ca', [
     'subjectAltName=DNS:coordinator.example',
-    '-addext',
     'basicConstraints=critical,CA:FALSE',
-    '-addext',
     'extendedKeyUsage=serverAuth',
   ]);
-  req('self', 'self', ['-addext', 'subjectAltName=IP:127.0.0.1']);
+  makeCertificate(dir, 'self', 'self', undefined, ['subjectAltName=IP:127.0.0.1']);
 });
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
