@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { defaultServerConditions } from 'vite';
 import { defineConfig } from 'vitest/config';
 
@@ -6,8 +6,10 @@ import { defineConfig } from 'vitest/config';
 // `@shardline/source` condition pointing at src/, switched on here and nowhere else.
 const conditions = ['@shardline/source', ...defaultServerConditions];
 
-const projectDirs = ['packages', 'apps'].flatMap((group) =>
-  readdirSync(group, { withFileTypes: true })
+// packages/* and apps/* are the workspace; tests/* hold checks across packages (publishing,
+// deployment files) that belong to no single one.
+const projectDirs = ['packages', 'apps', 'tests'].flatMap((group) =>
+  (existsSync(group) ? readdirSync(group, { withFileTypes: true }) : [])
     .filter((entry) => entry.isDirectory())
     .map((entry) => `${group}/${entry.name}`),
 );
