@@ -221,6 +221,9 @@ export function createCluster(options: ClusterOptions): Cluster {
         hostname: info.hostname,
         pid: info.pid,
         backend: info.backend,
+        // The address the stream came from ("10.0.0.2:51234"): which machine a worker is on when
+        // several share a hostname, or when a NAT or proxy sits in between.
+        peer: call.getPeer(),
         workers: attached.length,
       });
       wake();
