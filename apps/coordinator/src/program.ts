@@ -18,6 +18,7 @@ import { datasetNames } from '@shardline/datasets';
 import { listModels } from '@shardline/models';
 import { DataType } from '@shardline/protocol';
 import { Command, CommanderError, Option } from 'commander';
+import { checkHealthListen, parseHealthListen } from './distributed/healthListen.js';
 import { createSecurityOptions, readSecurityFlags } from './distributed/security.js';
 import { type DistributedSettings, trainDistributed } from './distributed/trainDistributed.js';
 import { trainInProcess } from './inProcess.js';
@@ -73,6 +74,11 @@ export function buildProgram(
       '127.0.0.1:7070',
     )
     .option('--local-workers <n>', 'worker processes to start on this machine', nonNegativeInt, 2)
+    .option(
+      '--health-listen <host:port>',
+      'also serve the gRPC health service here, in plaintext and without a token, for probes that cannot use a TLS --listen (off by default)',
+      parseHealthListen,
+    )
     // Channel security: token, TLS, mutual TLS (distributed/security.ts).
     .addOption(security.token)
     .addOption(security.tlsCert)
@@ -223,6 +229,7 @@ export function buildProgram(
         logLevel: opts.logLevel as LogLevel,
         distributed: {
           listen: opts.listen as string,
+          ...(opts.healthListen === undefined ? {} : { healthListen: opts.healthListen as string }),
           localWorkers,
           minWorkers: (opts.minWorkers as number | undefined) ?? Math.max(1, localWorkers),
           gradientDtype: dtypes[opts.gradientDtype as keyof typeof dtypes],
@@ -271,6 +278,12 @@ export async function runCli(argv: string[], streams: ReporterStreams): Promise<
     process.on('SIGTERM', onTerm);
     const control = { shouldStop: () => stopRequested, stopSignal: stopping.signal };
     try {
+      // Before anything is created: a --health-listen that cannot work is a usage error.
+      checkHealthListen({
+        healthListen: flags.distributed.healthListen,
+        listen: flags.distributed.listen,
+        inProcess: flags.inProcess,
+      });
       if (config.resume && flags.outGiven === false) {
         throw new ShardlineError(
           'INVALID_ARGUMENT',

@@ -30,6 +30,7 @@ import { prepareOutDir } from '../runOutputs.js';
 import type { TrainConfig } from '../trainConfig.js';
 import { runSynchronousTraining } from '../training/syncTrainer.js';
 import { createCluster } from './cluster.js';
+import { type HealthPort, serveHealthPort } from './healthListen.js';
 import { type LocalWorkers, startLocalWorkers } from './localProcesses.js';
 import { resolveServerSecurity, type ServerSecurityFlags } from './security.js';
 
@@ -40,6 +41,11 @@ export const COORDINATOR_SERVICE = 'shardline.v1.CoordinatorService';
 export interface DistributedSettings {
   /** host:port to listen on; port 0 picks a free one. */
   listen: string;
+  /**
+   * host:port of a plaintext port serving only the gRPC health service, for probes that cannot
+   * use `listen` (healthListen.ts); none by default.
+   */
+  healthListen?: string;
   localWorkers: number;
   minWorkers: number;
   /** Encoding of gradients on the wire. */
@@ -92,6 +98,7 @@ export async function trainDistributed(
   });
   let locals: LocalWorkers | undefined;
   let cluster: ReturnType<typeof createCluster> | undefined;
+  let healthPort: HealthPort | undefined;
   try {
     const selection = await selectBackend(config.backend, { logger });
     const descriptor = getDataset(config.dataset);
@@ -143,6 +150,14 @@ export async function trainDistributed(
     // not behind the token: probes carry no secrets, and it reveals nothing but SERVING.
     health.addToServer(server);
     const port = await bind(server, settings.listen, security.credentials);
+    // The same statuses on the plaintext health port, which opens only once --listen is bound,
+    // so a probe that reaches it knows the coordinator is reachable too.
+    if (settings.healthListen !== undefined) {
+      healthPort = await serveHealthPort(health, settings.healthListen);
+      logger.info('health service listening (plaintext, health only)', {
+        address: healthPort.address,
+      });
+    }
     health.setStatus('', 'SERVING');
     health.setStatus(COORDINATOR_SERVICE, 'SERVING');
     applyServerFlowControlWindow(server);
@@ -156,6 +171,7 @@ export async function trainDistributed(
     reporter.started({
       mode: 'distributed',
       listen: address,
+      ...(healthPort ? { health_listen: healthPort.address } : {}),
       model: config.model,
       dataset: config.dataset,
       backend: selection.backend,
@@ -274,6 +290,7 @@ export async function trainDistributed(
   } finally {
     await locals?.stop(5000);
     cluster?.close();
+    healthPort?.close();
     server.forceShutdown();
   }
 }
