@@ -16,9 +16,8 @@ import {
   splitHostPort,
   TOKEN_ENV,
 } from '@shardline/protocol';
-import { Option } from 'commander';
 
-/** The worker's security flags, as given (flags or environment). */
+/** The worker's security settings, from any source (flag, environment, config file). */
 export interface WorkerSecurityFlags {
   token?: string;
   /** TLS with the system's roots when no --tls-ca is given. */
@@ -53,32 +52,7 @@ export function plaintextChannel(): WorkerChannel {
   };
 }
 
-/** The commander options of the security flags, each with its environment variable. */
-export function createWorkerSecurityOptions(): Option[] {
-  return [
-    new Option(
-      '--token <token>',
-      "the coordinator's shared secret, sent on every call (prefer the env variable: flags show in `ps`)",
-    ).env(TOKEN_ENV),
-    new Option('--tls', 'connect with TLS, verifying the coordinator against the system roots'),
-    new Option(
-      '--tls-ca <pem>',
-      "verify the coordinator's certificate against this CA file (implies --tls)",
-    ).env('SHARDLINE_TLS_CA'),
-    new Option('--tls-cert <pem>', 'client certificate for mutual TLS (implies --tls)').env(
-      'SHARDLINE_TLS_CERT',
-    ),
-    new Option('--tls-key <pem>', "the client certificate's private key (unencrypted PEM)").env(
-      'SHARDLINE_TLS_KEY',
-    ),
-    new Option(
-      '--tls-server-name <name>',
-      "name to check the coordinator's certificate against, when dialling an address it does not list",
-    ).env('SHARDLINE_TLS_SERVER_NAME'),
-  ];
-}
-
-/** Picks the security flags out of commander's parsed options. */
+/** Picks the security settings out of the worker's merged settings (config.ts). */
 export function readWorkerSecurityFlags(opts: Record<string, unknown>): WorkerSecurityFlags {
   const flags: WorkerSecurityFlags = { tls: opts.tls === true };
   for (const key of ['token', 'tlsCa', 'tlsCert', 'tlsKey', 'tlsServerName'] as const) {

@@ -29,6 +29,28 @@ export async function importOptional(specifier: string): Promise<Record<string, 
   }
 }
 
+/**
+ * Where {@link importOptional} finds `specifier`: the resolved entry file, searched in the same
+ * places (this package's folder, next to the program being run, the working directory), or
+ * undefined when it is installed in none of them. Diagnostics use it to inspect a package that
+ * is installed but fails to load (its version, whether its install script left its native files).
+ *
+ * @example
+ * ```ts
+ * locateOptional('@tensorflow/tfjs-node'); // '/app/node_modules/@tensorflow/tfjs-node/dist/index.js'
+ * ```
+ */
+export function locateOptional(specifier: string): string | undefined {
+  for (const base of [import.meta.url, ...fallbackBases()]) {
+    try {
+      return createRequire(base).resolve(specifier);
+    } catch {
+      // Not visible from this base; try the next one.
+    }
+  }
+  return undefined;
+}
+
 function fallbackBases(): string[] {
   const bases = new Set<string>();
   const main = process.argv[1];

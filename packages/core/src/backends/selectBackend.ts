@@ -5,6 +5,10 @@ import { detectNvidiaGpus, type GpuProbe } from './gpu.js';
 import { importOptional } from './importOptional.js';
 import { registerWasmTrainingKernels } from './wasmTrainingKernels.js';
 
+// Diagnostics (`shardline-worker doctor`) look for the optional native packages where the
+// loader does, so they report on the copy a worker would actually load.
+export { locateOptional } from './importOptional.js';
+
 /** The compute backends Shardline can run on, fastest first. */
 export const BackendNames = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 /** One of {@link BackendNames}. */
@@ -86,7 +90,9 @@ async function loadNative(
   try {
     await importModule(specifier);
   } catch (error) {
-    const first = String((error as Error)?.message ?? error).split('\n')[0];
+    const first = String((error as Error)?.message ?? error)
+      .split('\n')[0]!
+      .trim();
     throw new Skip(`${specifier} is not loadable: ${first} ${nativeHint}`);
   }
 }
