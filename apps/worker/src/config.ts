@@ -373,6 +373,11 @@ function suggest(key: string, candidates: readonly string[]): string | undefined
     }
     return row[b.length]!;
   };
+  // A longer spelling of a key ("dataDirectory", "tlsCaFile") means the longest key it starts with.
+  const prefixOf = candidates
+    .filter((c) => key.toLowerCase().startsWith(c.toLowerCase()))
+    .sort((x, y) => y.length - x.length)[0];
+  if (prefixOf !== undefined) return prefixOf;
   let best: { key: string; d: number } | undefined;
   for (const candidate of candidates) {
     const d = distance(key, candidate);

@@ -190,13 +190,17 @@ export async function findSharedLibraries(
   const ldPath = (env.LD_LIBRARY_PATH ?? '').split(':').filter((d) => d !== '');
   const defaults = ['/lib64', '/usr/lib64', '/lib', '/usr/lib'];
   const extra = options.extraFolders ?? cudaInstallFolders();
+  // The cache lists 32-bit copies too ("(libc6)"); this process can load only its own ABI's.
+  const abi = ({ x64: 'x86-64', arm64: 'AArch64' } as Record<string, string>)[process.arch];
   return CUDA_LIBRARIES.map(({ name, what }) => {
     const found = new Set<string>();
     for (const dir of ldPath) if (existsSync(join(dir, name))) found.add(join(dir, name));
     // "\tlibcudart.so.11.0 (libc6,x86-64) => /usr/local/cuda/lib64/libcudart.so.11.0"
     for (const line of cache.split('\n')) {
       const match = /^\s*(\S+) \(([^)]*)\) => (.+)$/.exec(line);
-      if (match && match[1] === name && !/i386|32/.test(match[2]!)) found.add(match[3]!.trim());
+      if (match && match[1] === name && (abi === undefined || match[2]!.includes(abi))) {
+        found.add(match[3]!.trim());
+      }
     }
     for (const dir of defaults) if (existsSync(join(dir, name))) found.add(join(dir, name));
     const offPath = extra

@@ -130,15 +130,27 @@ function flagsGiven(command: Command): {
   return { flags, ...(typeof config === 'string' ? { config } : {}) };
 }
 
-/** Runs the worker CLI with `argv` (as process.argv) and returns the exit status. */
-export async function runWorkerCli(
-  argv: string[],
-  streams: WorkerStreams,
+/** A built `shardline-worker` command and the exit status its actions leave. */
+interface WorkerProgram {
+  program: Command;
+  result: { exitCode: number };
+}
+
+/**
+ * The `shardline-worker` command (with its `doctor` subcommand), ready to parse. Exposed so
+ * tests and tools can inspect its options; run it with {@link runWorkerCli}.
+ */
+export function createWorkerProgram(
+  streams: WorkerStreams = { stdout: process.stdout, stderr: process.stderr },
   context: WorkerCliContext = {},
-): Promise<number> {
+): Command {
+  return buildProgram(streams, context).program;
+}
+
+function buildProgram(streams: WorkerStreams, context: WorkerCliContext): WorkerProgram {
   const env = context.env ?? process.env;
   const cwd = context.cwd ?? process.cwd();
-  let exitCode = 0;
+  const result = { exitCode: 0 };
   const program = new Command('shardline-worker')
     .description(
       'Join a Shardline coordinator and compute gradients on this machine.\n\n' +
@@ -197,7 +209,7 @@ export async function runWorkerCli(
     streams.stdout.write(
       opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatDoctorReport(report),
     );
-    exitCode = report.ok ? 0 : 1;
+    result.exitCode = report.ok ? 0 : 1;
   });
 
   program.action(async (opts: { printConfig?: boolean }) => {
@@ -261,9 +273,19 @@ export async function runWorkerCli(
       process.off('SIGTERM', onSignal);
     }
   });
+  return { program, result };
+}
+
+/** Runs the worker CLI with `argv` (as process.argv) and returns the exit status. */
+export async function runWorkerCli(
+  argv: string[],
+  streams: WorkerStreams,
+  context: WorkerCliContext = {},
+): Promise<number> {
+  const { program, result } = buildProgram(streams, context);
   try {
     await program.parseAsync(argv);
-    return exitCode;
+    return result.exitCode;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode;
     const e = toShardlineError(error);

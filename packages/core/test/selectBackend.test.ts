@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { detectNvidiaGpus } from '../src/backends/gpu.js';
+import { locateOptional } from '../src/backends/importOptional.js';
 import { parseBackendPreference, selectBackend } from '../src/backends/selectBackend.js';
 import { hasErrorCode } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
@@ -67,5 +68,14 @@ describe('selectBackend', () => {
 describe('detectNvidiaGpus', () => {
   it('reports none when CUDA_VISIBLE_DEVICES hides them all', () => {
     expect(detectNvidiaGpus({ CUDA_VISIBLE_DEVICES: '-1' }).count).toBe(0);
+  });
+});
+
+describe('locateOptional', () => {
+  it('finds an installed optional package where the loader would, and nothing for a missing one', () => {
+    expect(locateOptional('@tensorflow/tfjs-node')).toMatch(
+      /[\\/]@tensorflow[\\/]tfjs-node[\\/]dist[\\/]index\.js$/,
+    );
+    expect(locateOptional('@shardline/no-such-package')).toBeUndefined();
   });
 });
