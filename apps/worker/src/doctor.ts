@@ -149,7 +149,7 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
     const probe = nativePackages.find((p) => p.package === pkg);
     const more =
       probe && !probe.loaded && !e.message.includes(probe.error ?? '\u0000')
-        ? ` Besides, ${pkg} itself does not load here: ${probe.error}; ${probe.diagnosis}`
+        ? ` Besides, ${pkg} itself does not load here (${probe.error?.replace(/\.$/, '')}): ${probe.diagnosis}`
         : '';
     problems.push(`${e.message}${more}`);
   }

@@ -131,7 +131,7 @@ describe('doctor on this machine (no GPU, native TensorFlow installed but not do
     expect(report.backend.requestedFrom).toBe('flag --backend');
     expect(report.problems).toHaveLength(1);
     expect(report.problems[0]).toMatch(
-      /^Backend "tensorflow-gpu" is not available: tensorflow-gpu: no GPU visible .*Use --backend auto to fall back to what works here\. Besides, @tensorflow\/tfjs-node-gpu itself does not load here: .*install script did not finish/,
+      /^Backend "tensorflow-gpu" is not available: tensorflow-gpu: no GPU visible .*Use --backend auto to fall back to what works here\. Besides, @tensorflow\/tfjs-node-gpu itself does not load here \(The Node\.js native addon module .*\): installed, but its install script did not finish/,
     );
     const text = await doctor(['doctor', '--backend', 'tensorflow-gpu']);
     expect(text.code).toBe(1);
