@@ -282,6 +282,16 @@ export const CONFIG_FLAG = '--config';
 /** `SHARDLINE_CONFIG`. */
 export const CONFIG_ENV = envVariableFor(CONFIG_FLAG);
 
+/**
+ * Every environment variable the worker reads its settings from, SHARDLINE_CONFIG included. A
+ * program that starts workers with settings of its own (the coordinator's local workers) can
+ * unset the rest, so that variables meant for another worker on the machine cannot interfere.
+ */
+export const WORKER_ENV_VARIABLES: readonly string[] = [
+  ...WORKER_SETTINGS.map((s) => envVariableFor(s.flag)),
+  CONFIG_ENV,
+];
+
 /** Where a setting's value came from. */
 export type SettingSource =
   | { kind: 'flag'; flag: string }

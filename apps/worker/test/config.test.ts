@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Option } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
-import { envVariableFor, WORKER_SETTINGS } from '../src/config.js';
+import { envVariableFor, WORKER_ENV_VARIABLES, WORKER_SETTINGS } from '../src/config.js';
 import { createWorkerProgram, runWorkerCli } from '../src/program.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shardline-worker-config-'));
@@ -176,6 +176,13 @@ describe('every flag has its environment variable', () => {
       // What --help prints, once line wrapping is undone.
       expect(help).toContain(`${option.flags} ${description.replace(/\s+/g, ' ')}`);
     }
+  });
+
+  it('lists every variable in WORKER_ENV_VARIABLES, for programs that start workers', () => {
+    const names = settingFlags.map(
+      (f) => `SHARDLINE_${f.slice(2).toUpperCase().replace(/-/g, '_')}`,
+    );
+    expect([...WORKER_ENV_VARIABLES].sort()).toEqual(names.sort());
   });
 
   it('doctor takes the same settings', () => {
