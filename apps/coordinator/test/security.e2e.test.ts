@@ -361,7 +361,15 @@ describe('TLS', () => {
         join(dir, 'mtls-run'),
         ...tiny,
       ],
-      { SHARDLINE_TOKEN: SECRET },
+      {
+        SHARDLINE_TOKEN: SECRET,
+        // Worker variables meant for some other worker on this machine: the local worker must
+        // not pick them up (each would stop it: a token file beside the token, a missing config
+        // file, another CA).
+        SHARDLINE_TOKEN_FILE: join(dir, 'no-such-token'),
+        SHARDLINE_CONFIG: join(dir, 'no-such-config.json'),
+        SHARDLINE_TLS_CA: pem('other-ca.pem'),
+      },
     );
     const ca = await readFile(pem('ca.pem'));
     const token = metadata({ authorization: `Bearer ${SECRET}` });

@@ -45,14 +45,6 @@ export interface ServerSecurityFlags {
   insecure?: boolean;
 }
 
-/** The environment variables a worker reads its TLS settings from. */
-export const WORKER_TLS_ENV = [
-  'SHARDLINE_TLS_CERT',
-  'SHARDLINE_TLS_KEY',
-  'SHARDLINE_TLS_CA',
-  'SHARDLINE_TLS_SERVER_NAME',
-] as const;
-
 /** How a local worker process reaches and authenticates to this coordinator. */
 export interface LocalWorkerLink {
   /** host:port to dial: loopback when the coordinator listens on a wildcard address. */
@@ -247,10 +239,8 @@ function localWorkerLink(
   token: string | undefined,
 ): LocalWorkerLink {
   const coordinator = localDialAddress(address);
+  // startLocalWorkers drops inherited worker variables; the token is the one the coordinator sets.
   const env: Record<string, string | undefined> = { [TOKEN_ENV]: token };
-  // The coordinator decides the workers' TLS settings; variables meant for some other worker
-  // on this machine must not override them.
-  for (const name of WORKER_TLS_ENV) env[name] = undefined;
   const args: string[] = [];
   if (files.cert) {
     args.push(...trustArgs(files.cert, files.ca));
