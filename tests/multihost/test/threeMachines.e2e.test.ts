@@ -8,7 +8,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,6 +55,28 @@ function collect(child: ChildProcess, timeoutMs: number): Promise<Finished> {
   });
 }
 
+/** Resolves with the coordinator's `started` event (the port is open from then on). */
+function started(child: ChildProcess): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const onData = (d: Buffer) => {
+      buffered += d;
+      for (const line of buffered.split('\n').slice(0, -1)) {
+        const event = JSON.parse(line) as Record<string, unknown>;
+        if (event.event === 'started') {
+          child.stdout?.off('data', onData);
+          resolve(event);
+        }
+      }
+      buffered = buffered.slice(buffered.lastIndexOf('\n') + 1);
+    };
+    child.stdout?.on('data', onData);
+    child.once('close', (code) =>
+      reject(new Error(`the coordinator exited (${code}) before starting`)),
+    );
+  });
+}
+
 const unavailable = virtualHostsUnavailable();
 
 // Where namespaces cannot be made the suite is skipped, and its name says why.
@@ -92,7 +114,12 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
       (typeof lan.hosts)[0],
       (typeof lan.hosts)[0],
     ];
-    const env = { SHARDLINE_TOKEN: randomBytes(24).toString('base64url') };
+    // The token as operators deploy it: a file readable by the service only (a mounted Secret,
+    // a systemd credential), named by SHARDLINE_TOKEN_FILE on the workers.
+    const token = randomBytes(24).toString('base64url');
+    const tokenFile = join(dir, 'token');
+    await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+    const workerEnv = { SHARDLINE_TOKEN_FILE: tokenFile };
     const out = join(dir, 'run');
     const coordinator = inHost(
       machine1,
@@ -124,10 +151,40 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
         '--log-format',
         'json',
       ],
-      env,
+      { SHARDLINE_TOKEN: token },
     );
     children.push(coordinator);
     const finishedCoordinator = collect(coordinator, 300_000);
+    await started(coordinator);
+
+    // Before starting workers, an operator checks machine 2 can train and reach the coordinator.
+    const doctor = await collect(
+      inHost(
+        machine2,
+        [
+          workerCli,
+          'doctor',
+          '--json',
+          '--coordinator',
+          `${machine1.address}:7070`,
+          '--tls-ca',
+          join(dir, 'ca.pem'),
+        ],
+        workerEnv,
+      ),
+      120_000,
+    );
+    expect(doctor.code, doctor.stdout + doctor.stderr).toBe(0);
+    const report = JSON.parse(doctor.stdout) as {
+      coordinator?: { reachable: boolean; health?: string; authorized?: boolean; tls: boolean };
+    };
+    expect(report.coordinator).toMatchObject({
+      reachable: true,
+      health: 'SERVING',
+      authorized: true,
+      tls: true,
+    });
+
     const workers = [machine2, machine3].map((machine, i) => {
       const child = inHost(
         machine,
@@ -140,7 +197,7 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
           '--name',
           `machine-${i + 2}`,
         ],
-        env,
+        workerEnv,
       );
       children.push(child);
       return collect(child, 300_000);
@@ -168,8 +225,13 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
     expect(done?.test_accuracy as number).toBeGreaterThan(0.5);
     expect(existsSync(join(out, 'model', 'model.json'))).toBe(true);
     // The token never reaches the logs of any machine.
-    for (const text of [result.stdout, result.stderr, ...workerResults.map((w) => w.stderr)]) {
-      expect(text).not.toContain(env.SHARDLINE_TOKEN);
+    for (const text of [
+      result.stdout,
+      result.stderr,
+      doctor.stdout,
+      ...workerResults.map((w) => w.stderr),
+    ]) {
+      expect(text).not.toContain(token);
     }
   });
 });
