@@ -6,7 +6,7 @@
  * batch, worker or world size it lands in: training with 1 or 4 workers sees identical inputs,
  * and re-running a step reproduces it exactly.
  */
-import { ShardlineError } from '@shardline/core';
+import { ShardlineError } from '@shardline/core/errors';
 import { createRng, RngStreams } from './random.js';
 
 /** Random erasing (Zhong et al. 2017), with torchvision's `RandomErasing` defaults. */

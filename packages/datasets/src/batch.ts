@@ -2,7 +2,7 @@
  * Batches: uint8 images in, NHWC float32 out, made one batch at a time so the dataset itself
  * stays in bytes.
  */
-import { formatCount, ShardlineError } from '@shardline/core';
+import { formatCount, ShardlineError } from '@shardline/core/errors';
 import {
   type AugmentOptions,
   identityTransform,

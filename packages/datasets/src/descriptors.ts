@@ -3,7 +3,7 @@
  * names, mirrors. A descriptor is plain data, so a custom dataset in the same IDX layout is one
  * object literal away (pass it to `loadDataset` instead of a name).
  */
-import { ShardlineError } from '@shardline/core';
+import { ShardlineError } from '@shardline/core/errors';
 
 /** One published file of a dataset. */
 export interface DatasetFile {

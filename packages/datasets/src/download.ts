@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { ShardlineError, type ShardlineErrorCode, toShardlineError } from '@shardline/core';
+import { ShardlineError, type ShardlineErrorCode, toShardlineError } from '@shardline/core/errors';
 import type { ProgressCallback } from './progress.js';
 
 /**

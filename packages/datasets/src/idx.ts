@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip, constants as zlibConstants } from 'node:zlib';
-import { formatCount, ShardlineError } from '@shardline/core';
+import { formatCount, ShardlineError } from '@shardline/core/errors';
 
 const gunzipAsync = promisify(gunzip);
 

@@ -2,7 +2,7 @@
  * The in-memory form of a split: every image as uint8 in one buffer (NHWC, row-major), every
  * label as uint8. Fashion-MNIST's training split is 47 MB this way; floats are made per batch.
  */
-import { formatCount, ShardlineError } from '@shardline/core';
+import { formatCount, ShardlineError } from '@shardline/core/errors';
 
 /**
  * One split of an image classification dataset, kept as bytes.

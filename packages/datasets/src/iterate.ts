@@ -2,7 +2,7 @@
  * Per-rank batch iteration with DistributedSampler semantics, for trainers where each rank runs
  * its own epoch (and for single-process training: rank 0 of 1).
  */
-import { ShardlineError } from '@shardline/core';
+import { ShardlineError } from '@shardline/core/errors';
 import { type Batch, type BatchOptions, makeBatch } from './batch.js';
 import type { ImageSet } from './imageSet.js';
 import { epochOrder, identityOrder, type ShardOptions, shardIndices } from './sampler.js';

@@ -7,12 +7,11 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   formatCount,
-  type Logger,
   ShardlineError,
   type ShardlineErrorCode,
-  silentLogger,
   toShardlineError,
-} from '@shardline/core';
+} from '@shardline/core/errors';
+import { type Logger, silentLogger } from '@shardline/core/logger';
 import {
   type DatasetDescriptor,
   type DatasetFile,

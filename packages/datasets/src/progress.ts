@@ -3,7 +3,8 @@
  * 10% (or every 10 seconds) otherwise, so logs and CI output never fill with carriage returns.
  * Nothing is ever written to stdout, which belongs to machine-readable events.
  */
-import { formatCount, type Logger, silentLogger } from '@shardline/core';
+import { formatCount } from '@shardline/core/errors';
+import { type Logger, silentLogger } from '@shardline/core/logger';
 
 /** One progress report of a download. */
 export interface DownloadProgress {

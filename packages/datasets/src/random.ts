@@ -10,7 +10,7 @@
  *
  * Not for cryptography.
  */
-import { ShardlineError } from '@shardline/core';
+import { ShardlineError } from '@shardline/core/errors';
 
 /** A seeded stream of pseudo-random numbers; see {@link createRng}. */
 export interface Rng {

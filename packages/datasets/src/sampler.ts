@@ -13,7 +13,7 @@
  *   steps without changing which samples the model sees, and a worker needs only
  *   (epoch, step, rank, world size) to find its share.
  */
-import { ShardlineError } from '@shardline/core';
+import { ShardlineError } from '@shardline/core/errors';
 import { createRng, RngStreams } from './random.js';
 
 /**
