@@ -359,10 +359,19 @@ describe.skipIf(render === undefined)(
       args?: string[];
       env?: EnvVar[];
       ports?: Array<{ name?: string; containerPort: number }>;
+      volumeMounts?: Array<{ name: string; mountPath: string }>;
       resources?: { limits?: Record<string, string | number> };
       startupProbe?: Probe;
       readinessProbe?: Probe;
       livenessProbe?: Probe;
+    }
+    interface Volume {
+      name: string;
+      secret?: { secretName: string; items?: Array<{ key: string; path: string }> };
+    }
+    interface PodSpec {
+      containers: Container[];
+      volumes?: Volume[];
     }
     interface Obj {
       kind: string;
@@ -371,12 +380,28 @@ describe.skipIf(render === undefined)(
         replicas?: number;
         selector?: Record<string, unknown>;
         ports?: Array<{ port: number; targetPort?: number | string }>;
-        template?: {
-          metadata?: { labels?: Record<string, string> };
-          spec: { containers: Container[] };
-        };
+        template?: { metadata?: { labels?: Record<string, string> }; spec: PodSpec };
       };
     }
+    /**
+     * Where a container's token comes from, as `<secret>/<key>`: SHARDLINE_TOKEN from a
+     * secretKeyRef, or SHARDLINE_TOKEN_FILE naming a file of a mounted Secret volume.
+     */
+    const tokenSource = (pod: PodSpec, c: Container): string | undefined => {
+      const variable = c.env?.find((e) => e.name === 'SHARDLINE_TOKEN')?.valueFrom as
+        | { secretKeyRef?: { name: string; key: string } }
+        | undefined;
+      if (variable?.secretKeyRef)
+        return `${variable.secretKeyRef.name}/${variable.secretKeyRef.key}`;
+      const file = c.env?.find((e) => e.name === 'SHARDLINE_TOKEN_FILE')?.value;
+      if (file === undefined) return undefined;
+      const mount = c.volumeMounts?.find((m) => file.startsWith(`${m.mountPath}/`));
+      const secret = pod.volumes?.find((v) => v.name === mount?.name)?.secret;
+      if (!mount || !secret) return undefined;
+      const path = file.slice(mount.mountPath.length + 1);
+      const key = secret.items ? secret.items.find((i) => i.path === path)?.key : path;
+      return key === undefined ? undefined : `${secret.secretName}/${key}`;
+    };
     const rendered = (dir: string): Obj[] => parseYaml(render!(dir), rel(dir)).docs as Obj[];
     const find = (objs: Obj[], kind: string, name: string): Obj => {
       const o = objs.find((x) => x.kind === kind && x.metadata.name === name);
@@ -438,10 +463,10 @@ describe.skipIf(render === undefined)(
       }
       // A TLS coordinator needs workers that speak TLS.
       if (tls) expect(env.SHARDLINE_TLS_CA ?? env.SHARDLINE_TLS).toBeDefined();
-      // The same token on both sides.
-      const tokenRef = (c: Container) =>
-        JSON.stringify(c.env?.find((e) => e.name === 'SHARDLINE_TOKEN')?.valueFrom);
-      expect(tokenRef(worker)).toBe(tokenRef(coordinator));
+      // The same token on both sides (a variable on the coordinator, a file on the workers).
+      const coordinatorToken = tokenSource(job.spec.template!.spec, coordinator);
+      expect(coordinatorToken).toBeDefined();
+      expect(tokenSource(workers.spec.template!.spec, worker)).toBe(coordinatorToken);
       // Probes reach the health service: on --health-listen, or on --listen only while it is
       // plaintext (kubelet gRPC probes speak neither TLS nor tokens).
       for (const name of ['startupProbe', 'readinessProbe', 'livenessProbe'] as const) {
