@@ -1,8 +1,8 @@
 /**
  * deploy/bin/shardline-coordinator-job, the wrapper that Kubernetes and systemd restart: it must
  * add --resume exactly when --out holds a checkpoint, do nothing for a finished run, pass
- * SIGTERM on once, and turn a clean stop before the end into status 75. First against a stand-in
- * coordinator that records what it was given, then end to end with the real CLI.
+ * SIGTERM on once, and turn a clean stop before the end into status 75. Here against a stand-in
+ * coordinator that records what it was given; coordinatorJob.e2e.test.ts runs the real CLI.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -11,7 +11,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_PATHS } from './cliSpec.js';
 
 const wrapper = fileURLToPath(
   new URL('../../../deploy/bin/shardline-coordinator-job', import.meta.url),
@@ -168,53 +167,5 @@ describe('shardline-coordinator-job with a stand-in coordinator', () => {
       expect(result.code, args.join(' ')).toBe(64);
       expect(result.stderr).toMatch(message);
     }
-  });
-});
-
-describe('shardline-coordinator-job with the real coordinator', () => {
-  it('stops cleanly with a checkpoint (75), resumes it to the end (0), then has nothing to do (0)', async () => {
-    const out = join(dir, 'real-run');
-    // The built CLI through a shim, as `shardline-coordinator` is on PATH once installed.
-    const shim = join(dir, 'shardline-coordinator');
-    writeFileSync(
-      shim,
-      `#!/bin/sh\nexec "${process.execPath}" "${CLI_PATHS['shardline-coordinator']}" "$@"\n`,
-    );
-    chmodSync(shim, 0o755);
-    const env = { SHARDLINE_COORDINATOR_BIN: shim };
-    const args = [
-      `--out=${out}`,
-      '--listen=127.0.0.1:0',
-      '--local-workers=1',
-      '--model=mlp',
-      '--epochs=2',
-      '--batch-size=32',
-      '--limit-train=4096',
-      '--limit-test=256',
-      '--checkpoint-every=10',
-      '--backend=wasm',
-      '--no-download',
-      '--log-format=json',
-    ];
-    const first = start(args, env);
-    let checkpointed = false;
-    first.child.stderr!.on('data', (d: Buffer) => {
-      if (String(d).includes('checkpoint written')) checkpointed = true;
-    });
-    await until(() => checkpointed, 'the first checkpoint', 90_000);
-    first.child.kill('SIGTERM');
-    const stopped = await first.exit;
-    expect(stopped.code, stopped.stderr).toBe(75);
-    expect(existsSync(join(out, 'summary.json'))).toBe(false);
-
-    const second = await start(args, env).exit;
-    expect(second.code, second.stderr).toBe(0);
-    expect(second.stderr).toContain('resuming the run');
-    expect(second.stderr).toContain('resuming from checkpoint');
-    expect(existsSync(join(out, 'summary.json'))).toBe(true);
-
-    const third = await start(args, env).exit;
-    expect(third.code).toBe(0);
-    expect(third.stderr).toContain('has already finished');
   });
 });

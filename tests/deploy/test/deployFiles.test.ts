@@ -263,6 +263,45 @@ describe('every flag and SHARDLINE_* variable exists in the CLI that receives it
   });
 });
 
+describe('links of the deployment documents', () => {
+  /** GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens. */
+  const slug = (heading: string) =>
+    heading
+      .trim()
+      .toLowerCase()
+      .replace(/[^\p{L}\p{N} _-]/gu, '')
+      .replace(/ /g, '-');
+
+  it('every relative link and anchor in docs/deployment.md and deploy/**/*.md leads somewhere', () => {
+    const documents = [
+      at('docs', 'deployment.md'),
+      ...deployFiles.filter((f) => f.endsWith('.md')),
+    ];
+    const broken: string[] = [];
+    for (const file of documents) {
+      const text = readFileSync(file, 'utf8').replace(/```[\s\S]*?```/g, '');
+      for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        const link = m[1]!;
+        if (/^[a-z]+:/.test(link)) continue;
+        const [path, anchor] = link.split('#') as [string, string | undefined];
+        const target = path === '' ? file : join(file, '..', path);
+        if (!existsSync(target)) {
+          broken.push(`${rel(file)}: ${link} (no ${rel(target)})`);
+          continue;
+        }
+        if (anchor !== undefined && target.endsWith('.md')) {
+          const headings = [...readFileSync(target, 'utf8').matchAll(/^#{1,6} (.+)$/gm)].map((h) =>
+            slug(h[1]!),
+          );
+          if (!headings.includes(anchor))
+            broken.push(`${rel(file)}: ${link} (no heading #${anchor} in ${rel(target)})`);
+        }
+      }
+    }
+    expect(broken).toEqual([]);
+  });
+});
+
 describe('what the manifests reference exists or is documented', () => {
   const docs = kubernetesManifests().flatMap(({ docs }) => docs);
 
