@@ -284,7 +284,7 @@ ExecStart=/usr/local/bin/shardline-worker --conect-timeout=600
     expect(shellForm.problems.join('\n')).toMatch(/shell form/);
   });
 
-  it('from Markdown: prefixed variables, sh -c, node paths, podman run, env-file here-documents', () => {
+  it('from Markdown: prefixed variables, sh -c, kubectl exec, node paths, podman run, env-file here-documents', () => {
     const md = [
       'Text with `shardline-worker --not-checked` inline.',
       '```sh',
@@ -294,6 +294,7 @@ ExecStart=/usr/local/bin/shardline-worker --conect-timeout=600
       'node apps/coordinator/dist/cli.js train --epoch 1',
       'podman run -d --rm -v a:/data -e SHARDLINE_COORDINATOR=x:1 -e SHARDLINE_NAMES=a shardline-worker-gpu --name a',
       'docker run --privileged shardline-worker-cpu',
+      'kubectl -n shardline exec deploy/shardline-worker -- shardline-worker doctor --jsn',
       "sudo tee /etc/shardline/worker.env > /dev/null <<'EOF'",
       'SHARDLINE_TLS_CAFILE=/etc/shardline/ca.pem',
       'EOF',
@@ -313,11 +314,12 @@ ExecStart=/usr/local/bin/shardline-worker --conect-timeout=600
       /docker run option --privileged is unknown to this checker/,
       /no variable SHARDLINE_TLS_CAFILE/,
       /no option --bogus/,
+      /doctor has no option --jsn\. Did you mean --json\?/,
     ]) {
       expect(problems).toMatch(expected);
     }
     expect(problems).not.toMatch(/--not-checked|--output-line/);
-    expect(problemsOf(extracted)).toHaveLength(7);
+    expect(problemsOf(extracted)).toHaveLength(8);
   });
 
   it('splits shell text into commands, keeping quotes and $(...) whole', () => {

@@ -466,6 +466,10 @@ function shellInvocation(
   }
   const head = words[i];
   if (head === undefined) return undefined;
+  // kubectl exec <pod> -- <command>: the command runs in the container, checked like any other.
+  if (head === 'kubectl' && words.includes('exec') && words.includes('--')) {
+    return shellInvocation(words.slice(words.indexOf('--') + 1), where);
+  }
   // sh -c '<script>': the script's commands, checked like any other.
   const script = words[i + 2];
   if ((head === 'sh' || head === 'bash') && words[i + 1] === '-c' && script !== undefined) {
