@@ -124,3 +124,27 @@ export function evaluateSlice(
   }
   return accumulator.snapshot();
 }
+
+/**
+ * Runs one throwaway gradient computation and one forward pass on the first `batchSize` images
+ * of `set`, leaving the model's weights as they were. A backend's first step pays one-off costs:
+ * tfjs-node-gpu 4.22 (built for CUDA 11.2) JIT-compiles PTX for newer GPUs such as Hopper, which
+ * takes minutes, cuDNN picks its algorithms, wasm compiles its kernels. Paid here, before the
+ * worker attaches, they cannot make the coordinator drop it for missing its first step's
+ * deadline. Returns the seconds it took.
+ */
+export function warmUp(
+  model: TrainableModel,
+  layout: ParamLayout,
+  set: ImageSet,
+  batchSize: number,
+): number {
+  const started = performance.now();
+  const count = Math.min(batchSize, set.count);
+  if (count === 0) return 0;
+  const batch = makeBatch(set, identityOrder(set.count).subarray(0, count));
+  // Gradients only: nothing is applied, so the weights stay as they were.
+  computeGradients(model, batch, layout);
+  predictProbabilities(model, batch.xs, batch.shape);
+  return (performance.now() - started) / 1000;
+}

@@ -35,7 +35,7 @@ import {
   writeMessages,
 } from '@shardline/protocol';
 import { retryWithBackoff } from './backoff.js';
-import { createLocalWorker } from './localWorker.js';
+import { createLocalWorker, warmUp } from './localWorker.js';
 import { plaintextChannel, tlsFailure, type WorkerChannel } from './security.js';
 import type { WeightsSnapshot } from './trainingWorker.js';
 
@@ -175,6 +175,9 @@ function isConnectionLoss(error: ShardlineError): boolean {
   );
 }
 
+/** Images in the warm-up step: enough to run every kernel, few enough to be quick on a CPU. */
+const WARM_UP_BATCH = 32;
+
 /** The dataset of the last job, kept across rejoins when the next job needs the same data. */
 interface DataCache {
   key?: string;
@@ -225,6 +228,15 @@ async function serve(
     augment: job.augment,
     evalBatchSize: job.evalBatchSize || 500,
   });
+  // One-off backend costs (PTX compilation on new GPUs can take minutes) before attaching: the
+  // coordinator lists a joined worker without a deadline, but drops one that misses a step's.
+  const warmUpSeconds = warmUp(
+    model,
+    layout,
+    data.train,
+    Math.min(job.globalBatchSize, WARM_UP_BATCH),
+  );
+  log.info('warmed up', { seconds: Number(warmUpSeconds.toFixed(3)) });
   const assembler = createTensorAssembler({
     expectedFingerprint: layout.fingerprint,
     expectedElementCount: layout.size,
