@@ -81,6 +81,7 @@ export function buildProgram(
     )
     // Channel security: token, TLS, mutual TLS (distributed/security.ts).
     .addOption(security.token)
+    .addOption(security.tokenFile)
     .addOption(security.tlsCert)
     .addOption(security.tlsKey)
     .addOption(security.tlsCa)
@@ -191,7 +192,7 @@ export function buildProgram(
         .choices([...LogLevels])
         .default(process.env.SHARDLINE_LOG_LEVEL ?? 'info'),
     )
-    .action(async (opts: Record<string, unknown>) => {
+    .action(async (opts: Record<string, unknown>, command: Command) => {
       const config: TrainConfig = {
         model: opts.model as string,
         dataset: opts.dataset as string,
@@ -237,7 +238,7 @@ export function buildProgram(
           maxWorkers: opts.maxWorkers as number,
           workerTimeoutMs: (opts.workerTimeout as number) * 1000,
           waitTimeoutMs: (opts.waitTimeout as number) * 1000,
-          security: readSecurityFlags(opts),
+          security: readSecurityFlags(opts, (key) => command.getOptionValueSource(key)),
         },
       });
     });

@@ -3,7 +3,7 @@
  * or warned about, what local workers are handed (token by environment only), and the
  * constant-time token check. No socket is opened here; security.e2e.test.ts covers the wire.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '@shardline/core';
@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTokenVerifier } from '../src/distributed/auth.js';
 import {
   localDialAddress,
+  readSecurityFlags,
   resolveServerSecurity,
   type ServerSecurityFlags,
 } from '../src/distributed/security.js';
@@ -111,14 +112,14 @@ describe('listen policy', () => {
 });
 
 describe('local workers', () => {
-  it('get the token through the environment only, and never inherit TLS variables', () => {
+  // Inherited SHARDLINE_* worker variables (TLS files among them) are dropped when the
+  // processes start: security.e2e.test.ts checks that with stray variables set.
+  it('get the token through the environment only', () => {
     const { security } = resolveWith({ token: TOKEN }, '127.0.0.1:0', 2);
     const link = security.localWorkers('127.0.0.1:4321');
     expect(link.coordinator).toBe('127.0.0.1:4321');
     expect(link.args.join(' ')).not.toContain(TOKEN);
     expect(link.env).toMatchObject({ SHARDLINE_TOKEN: TOKEN });
-    expect(link.env).toHaveProperty('SHARDLINE_TLS_CA', undefined);
-    expect(link.env).toHaveProperty('SHARDLINE_TLS_CERT', undefined);
     const without = resolveWith({}, '127.0.0.1:0', 2).security.localWorkers('127.0.0.1:1');
     // A SHARDLINE_TOKEN in the coordinator's environment would have been read as --token.
     expect(without.env).toHaveProperty('SHARDLINE_TOKEN', undefined);
@@ -174,5 +175,25 @@ describe('token verifier', () => {
     expect(verify(`${TOKEN}x`)).toBe(false);
     expect(verify(TOKEN.slice(0, -1))).toBe(false);
     expect(verify(TOKEN.toUpperCase())).toBe(false);
+  });
+});
+
+describe('readSecurityFlags', () => {
+  it('reads --token-file, and refuses it beside --token', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'shardline-token-file-'));
+    try {
+      const file = join(dir, 'token');
+      await writeFile(file, `${TOKEN}\n`, { mode: 0o600 });
+      expect(readSecurityFlags({ tokenFile: file }).token).toBe(TOKEN);
+      expect(() => readSecurityFlags({ token: TOKEN, tokenFile: file })).toThrow(
+        /Both a token \(--token or SHARDLINE_TOKEN\) and a token file .* are set/,
+      );
+      // The error names the variable when the path came from the environment.
+      expect(() => readSecurityFlags({ tokenFile: join(dir, 'absent') }, () => 'env')).toThrow(
+        /\(from SHARDLINE_TOKEN_FILE\) cannot be read/,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -20,7 +20,7 @@ import {
   LogLevels,
   ShardlineError,
 } from '@shardline/core';
-import { checkToken } from '@shardline/protocol';
+import { checkToken, readTokenFile } from '@shardline/protocol';
 
 /** Every setting a worker reads, after merging; `undefined` where nothing set it. */
 export interface WorkerSettings {
@@ -522,32 +522,6 @@ function envSetting(
       `The environment variable ${variable} is invalid: ${error.message}, found ${shown}. Fix or unset it (or override it with ${spec.flag}).`,
     );
   }
-}
-
-/**
- * Reads the token from a file. One trailing newline (what `echo` and most editors add) is
- * dropped; anything else must be a valid token.
- */
-export function readTokenFile(path: string, namedBy: string): string {
-  let raw: string;
-  try {
-    raw = readFileSync(path, 'utf8');
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new ShardlineError(
-      code === 'ENOENT' ? 'NOT_FOUND' : 'INVALID_ARGUMENT',
-      `The token file ${path} (from ${namedBy}) cannot be read (${code === 'ENOENT' ? 'it does not exist' : (code ?? (error as Error).message)}): expected a file holding the coordinator's token. Fix the path or its permissions (a Kubernetes Secret must be mounted there).`,
-      { cause: error },
-    );
-  }
-  const token = raw.replace(/\r?\n$/, '');
-  if (token === '') {
-    throw new ShardlineError(
-      'INVALID_ARGUMENT',
-      `The token file ${path} (from ${namedBy}) is empty: expected the coordinator's token, such as the output of \`openssl rand -hex 32\`. Write the token into it, or unset ${namedBy}.`,
-    );
-  }
-  return checkToken(token, `The token file ${path} (from ${namedBy})`);
 }
 
 const RANK: Record<SettingSource['kind'], number> = {

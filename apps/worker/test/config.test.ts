@@ -376,7 +376,7 @@ describe('the token file', () => {
   it('refuses an empty file, a missing one, and one holding more than a token', async () => {
     const empty = file('');
     expect((await run(['--token-file', empty])).stderr).toContain(
-      `The token file ${empty} (from --token-file) is empty: expected the coordinator's token`,
+      `The token file ${empty} (from --token-file) is empty: expected the shared token`,
     );
     const blank = file('\n');
     expect((await run([], { SHARDLINE_TOKEN_FILE: blank })).stderr).toContain(
@@ -384,7 +384,7 @@ describe('the token file', () => {
     );
     const missing = join(dir, 'no-token');
     expect((await run(['--token-file', missing])).stderr).toMatch(
-      /The token file .*no-token \(from --token-file\) cannot be read \(it does not exist\): expected a file holding the coordinator's token/,
+      /The token file .*no-token \(from --token-file\) cannot be read \(it does not exist\): expected a file holding the shared token/,
     );
     const twoLines = file('first-half-of-it\nsecond-half-of-it\n');
     const result = await run(['--token-file', twoLines]);

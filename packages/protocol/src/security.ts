@@ -4,6 +4,8 @@
  * like, and which listen/dial hosts count as loopback (where a channel without TLS or a token
  * is acceptable). The server-side check lives in the coordinator; TLS files in tlsFiles.ts.
  */
+
+import { readFileSync } from 'node:fs';
 import {
   InterceptingCall,
   type Interceptor,
@@ -23,6 +25,13 @@ export const TOKEN_METADATA_KEY = 'shardline-token';
 
 /** The environment variable both CLIs read the token from (preferred over `--token`). */
 export const TOKEN_ENV = 'SHARDLINE_TOKEN';
+
+/**
+ * The environment variable both CLIs read a token file's path from (`--token-file`): the way to
+ * hand over a mounted Kubernetes Secret or a systemd credential without putting the secret
+ * itself in the environment.
+ */
+export const TOKEN_FILE_ENV = 'SHARDLINE_TOKEN_FILE';
 
 /** Shortest token accepted without a warning: 128 bits as hex is 32 characters. */
 export const RECOMMENDED_TOKEN_LENGTH = 16;
@@ -116,4 +125,36 @@ export function isLoopbackHost(host: string): boolean {
 export function isWildcardHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, '');
   return h === '0.0.0.0' || h === '::' || h === '0:0:0:0:0:0:0:0' || h === '';
+}
+
+/**
+ * Reads a token from a file and checks it with {@link checkToken}. One trailing newline (what
+ * `echo` and most editors add) is dropped; anything else must be part of a valid token.
+ * `namedBy` says where the path came from ("--token-file", "SHARDLINE_TOKEN_FILE"), for errors.
+ *
+ * @example
+ * ```ts
+ * const token = readTokenFile('/run/secrets/shardline/token', 'SHARDLINE_TOKEN_FILE');
+ * ```
+ */
+export function readTokenFile(path: string, namedBy: string): string {
+  let raw: string;
+  try {
+    raw = readFileSync(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new ShardlineError(
+      code === 'ENOENT' ? 'NOT_FOUND' : 'INVALID_ARGUMENT',
+      `The token file ${path} (from ${namedBy}) cannot be read (${code === 'ENOENT' ? 'it does not exist' : (code ?? (error as Error).message)}): expected a file holding the shared token. Fix the path or its permissions (a Kubernetes Secret must be mounted there).`,
+      { cause: error },
+    );
+  }
+  const token = raw.replace(/\r?\n$/, '');
+  if (token === '') {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `The token file ${path} (from ${namedBy}) is empty: expected the shared token, such as the output of \`openssl rand -hex 32\`. Write the token into it, or unset ${namedBy}.`,
+    );
+  }
+  return checkToken(token, `The token file ${path} (from ${namedBy})`);
 }

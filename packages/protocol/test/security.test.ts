@@ -25,6 +25,7 @@ import {
   readCertificateFile,
   readPrivateKeyFile,
   readTlsFiles,
+  readTokenFile,
   type TrainRequest,
   type TrainResponse,
   tokenFromMetadata,
@@ -64,6 +65,40 @@ describe('token metadata', () => {
       expect(isLoopbackHost(h), h).toBe(true);
     for (const h of ['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', 'example.com', '127.0.0.1.nip.io'])
       expect(isLoopbackHost(h), h).toBe(false);
+  });
+});
+
+describe('readTokenFile', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'shardline-token-file-'));
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  it('reads the token and drops one trailing newline, as echo and editors write it', async () => {
+    await writeFile(join(dir, 'unix'), 'abc123-token-value\n');
+    await writeFile(join(dir, 'windows'), 'abc123-token-value\r\n');
+    await writeFile(join(dir, 'bare'), 'abc123-token-value');
+    for (const name of ['unix', 'windows', 'bare']) {
+      expect(readTokenFile(join(dir, name), '--token-file')).toBe('abc123-token-value');
+    }
+  });
+
+  it('refuses a missing, empty or whitespace-holding file, naming the path and where it came from', async () => {
+    expect(() => readTokenFile(join(dir, 'absent'), 'SHARDLINE_TOKEN_FILE')).toThrow(
+      /token file .*absent \(from SHARDLINE_TOKEN_FILE\) cannot be read \(it does not exist\)/,
+    );
+    await writeFile(join(dir, 'empty'), '\n');
+    expect(() => readTokenFile(join(dir, 'empty'), '--token-file')).toThrow(
+      /is empty: expected the shared token/,
+    );
+    await writeFile(join(dir, 'spaced'), 'two words\n');
+    expect(() => readTokenFile(join(dir, 'spaced'), '--token-file')).toThrow(
+      /contains whitespace at position 4/,
+    );
+    // Two newlines: the second one is not the file's ending, so it is part of the token.
+    await writeFile(join(dir, 'double'), 'abc\n\n');
+    expect(() => readTokenFile(join(dir, 'double'), '--token-file')).toThrow(/whitespace/);
   });
 });
 

@@ -28,9 +28,11 @@ import {
   isWildcardHost,
   RECOMMENDED_TOKEN_LENGTH,
   readTlsFiles,
+  readTokenFile,
   splitHostPort,
   type TlsFiles,
   TOKEN_ENV,
+  TOKEN_FILE_ENV,
 } from '@shardline/protocol';
 import { Option } from 'commander';
 import { requireToken } from './auth.js';
@@ -75,6 +77,7 @@ export interface ServerSecurity {
 /** The commander options of the security flags, fresh for each command tree. */
 export function createSecurityOptions(): {
   token: Option;
+  tokenFile: Option;
   tlsCert: Option;
   tlsKey: Option;
   tlsCa: Option;
@@ -85,6 +88,10 @@ export function createSecurityOptions(): {
       '--token <token>',
       'shared secret every worker call must carry (prefer the env variable: flags show in `ps`)',
     ).env(TOKEN_ENV),
+    tokenFile: new Option(
+      '--token-file <file>',
+      'read the shared secret from this file, such as a mounted Kubernetes Secret',
+    ).env(TOKEN_FILE_ENV),
     tlsCert: new Option('--tls-cert <pem>', 'serve TLS with this certificate (chain) file'),
     tlsKey: new Option('--tls-key <pem>', "the certificate's private key file (unencrypted PEM)"),
     tlsCa: new Option(
@@ -99,14 +106,28 @@ export function createSecurityOptions(): {
 }
 
 /** Picks the security flags out of commander's parsed options. */
-export function readSecurityFlags(opts: Record<string, unknown>): ServerSecurityFlags {
+export function readSecurityFlags(
+  opts: Record<string, unknown>,
+  optionSource?: (key: string) => string | undefined,
+): ServerSecurityFlags {
   const pick = (key: string) => (typeof opts[key] === 'string' ? (opts[key] as string) : undefined);
   const flags: ServerSecurityFlags = { insecure: opts.insecure === true };
   const token = pick('token');
+  const tokenFile = pick('tokenFile');
   const tlsCert = pick('tlsCert');
   const tlsKey = pick('tlsKey');
   const tlsCa = pick('tlsCa');
+  if (token !== undefined && tokenFile !== undefined) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `Both a token (--token or ${TOKEN_ENV}) and a token file (--token-file or ${TOKEN_FILE_ENV}) are set: expected one of them. Keep one and remove the other.`,
+    );
+  }
   if (token !== undefined) flags.token = token;
+  if (tokenFile !== undefined) {
+    const namedBy = optionSource?.('tokenFile') === 'env' ? TOKEN_FILE_ENV : '--token-file';
+    flags.token = readTokenFile(tokenFile, namedBy);
+  }
   if (tlsCert !== undefined) flags.tlsCert = tlsCert;
   if (tlsKey !== undefined) flags.tlsKey = tlsKey;
   if (tlsCa !== undefined) flags.tlsCa = tlsCa;
