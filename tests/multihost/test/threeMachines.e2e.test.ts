@@ -1,9 +1,9 @@
 /**
- * One coordinator and two workers on three emulated machines (network namespaces on one
- * virtual LAN), secured the way docs/deployment.md tells operators to: a shared token from the
- * environment and TLS with the coordinator's certificate issued for its LAN address. Nothing
- * reaches the coordinator through loopback: each worker runs in its own namespace and dials
- * 10.x.y.1, so this is the path of a real multi-machine job, end to end, with the built CLIs.
+ * The README's Deployment section, on three emulated machines (network namespaces on one
+ * virtual LAN): the coordinator on the first with a token file and TLS (its certificate issued
+ * for its LAN address), and a worker on each of the three, dialling that address with the CA and
+ * the token file. Each process sees only its own namespace, so every worker reaches the
+ * coordinator across the LAN, as on real machines; the CLIs are the built ones.
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -108,7 +108,7 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('trains with a coordinator and two workers that reach it only across the LAN', async () => {
+  it('trains with the coordinator on machine 1 and a worker on each machine, all across the LAN', async () => {
     const [machine1, machine2, machine3] = lan.hosts as [
       (typeof lan.hosts)[0],
       (typeof lan.hosts)[0],
@@ -119,7 +119,7 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
     const token = randomBytes(24).toString('base64url');
     const tokenFile = join(dir, 'token');
     await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-    const workerEnv = { SHARDLINE_TOKEN_FILE: tokenFile };
+    const tokenEnv = { SHARDLINE_TOKEN_FILE: tokenFile };
     const out = join(dir, 'run');
     const coordinator = inHost(
       machine1,
@@ -131,7 +131,7 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
         '--local-workers',
         '0',
         '--min-workers',
-        '2',
+        '3',
         '--tls-cert',
         join(dir, 'coordinator.pem'),
         '--tls-key',
@@ -151,7 +151,7 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
         '--log-format',
         'json',
       ],
-      { SHARDLINE_TOKEN: token },
+      tokenEnv,
     );
     children.push(coordinator);
     const finishedCoordinator = collect(coordinator, 300_000);
@@ -170,7 +170,7 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
           '--tls-ca',
           join(dir, 'ca.pem'),
         ],
-        workerEnv,
+        tokenEnv,
       ),
       120_000,
     );
@@ -185,7 +185,7 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
       tls: true,
     });
 
-    const workers = [machine2, machine3].map((machine, i) => {
+    const workers = [machine1, machine2, machine3].map((machine, i) => {
       const child = inHost(
         machine,
         [
@@ -195,9 +195,9 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
           '--tls-ca',
           join(dir, 'ca.pem'),
           '--name',
-          `machine-${i + 2}`,
+          `machine-${i + 1}`,
         ],
-        workerEnv,
+        tokenEnv,
       );
       children.push(child);
       return collect(child, 300_000);
@@ -213,15 +213,15 @@ describe.skipIf(unavailable !== undefined)(suiteName, () => {
       .filter((line) => line.trim() !== '')
       .map((line) => JSON.parse(line) as Record<string, unknown> & { event: string });
     const joined = events.filter((e) => e.event === 'worker_joined');
-    expect(joined.map((e) => e.worker).sort()).toEqual(['machine-2', 'machine-3']);
+    expect(joined.map((e) => e.worker).sort()).toEqual(['machine-1', 'machine-2', 'machine-3']);
     // The coordinator saw each worker arrive from its own machine's LAN address.
     expect(joined.map((e) => String(e.peer).replace(/:\d+$/, '')).sort()).toEqual(
-      [machine2.address, machine3.address].sort(),
+      [machine1.address, machine2.address, machine3.address].sort(),
     );
     const done = events.find((e) => e.event === 'done');
-    expect(done?.workers).toBe(2);
+    expect(done?.workers).toBe(3);
     // 2,048 images, one epoch: well above chance (0.10), the loosest line that still proves the
-    // two workers trained one model together.
+    // three workers trained one model together.
     expect(done?.test_accuracy as number).toBeGreaterThan(0.5);
     expect(existsSync(join(out, 'model', 'model.json'))).toBe(true);
     // The token never reaches the logs of any machine.
