@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import {
   BackendNames,
   createLogger,
+  type Logger,
   type LogLevel,
   LogLevels,
   OptimizerKinds,
@@ -19,7 +20,11 @@ import { listModels } from '@shardline/models';
 import { DataType } from '@shardline/protocol';
 import { Command, CommanderError, Option } from 'commander';
 import { checkHealthListen, parseHealthListen } from './distributed/healthListen.js';
-import { createSecurityOptions, readSecurityFlags } from './distributed/security.js';
+import {
+  createSecurityOptions,
+  readSecurityFlags,
+  type ServerSecurityFlags,
+} from './distributed/security.js';
 import { type DistributedSettings, trainDistributed } from './distributed/trainDistributed.js';
 import { trainInProcess } from './inProcess.js';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './parsers.js';
@@ -285,6 +290,9 @@ export async function runCli(argv: string[], streams: ReporterStreams): Promise<
         listen: flags.distributed.listen,
         inProcess: flags.inProcess,
       });
+      if (flags.inProcess && flags.distributed.security) {
+        warnIgnoredSecurity(flags.distributed.security, logger);
+      }
       if (config.resume && flags.outGiven === false) {
         throw new ShardlineError(
           'INVALID_ARGUMENT',
@@ -315,5 +323,25 @@ export async function runCli(argv: string[], streams: ReporterStreams): Promise<
     const e = toShardlineError(error);
     streams.stderr.write(`shardline-coordinator: ${e.message.replace(/\s*\n\s*/g, ' ')}\n`);
     return e.code === 'CANCELLED' ? 130 : 1;
+  }
+}
+
+/**
+ * With --in-process nothing listens, so channel security has nothing to protect: say so rather
+ * than let someone believe a token or TLS is in force. A warning, not an error, because the token
+ * may come from a SHARDLINE_TOKEN meant for other runs.
+ */
+function warnIgnoredSecurity(security: ServerSecurityFlags, logger: Logger): void {
+  const ignored = [
+    security.token === undefined ? undefined : '--token/--token-file',
+    security.tlsCert === undefined ? undefined : '--tls-cert',
+    security.tlsKey === undefined ? undefined : '--tls-key',
+    security.tlsCa === undefined ? undefined : '--tls-ca',
+    security.insecure ? '--insecure' : undefined,
+  ].filter((flag) => flag !== undefined);
+  if (ignored.length > 0) {
+    logger.warn(
+      `${ignored.join(', ')} ignored: --in-process trains in this process and listens on no port, so there is no channel to secure`,
+    );
   }
 }

@@ -453,6 +453,28 @@ describe('startup checks', () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it('says that security flags do nothing with --in-process, and trains', async () => {
+    const run = await runCli(
+      [
+        'train',
+        '--in-process',
+        '--tls-cert',
+        pem('server.pem'),
+        '--tls-key',
+        pem('server.key'),
+        '--out',
+        join(dir, 'in-process'),
+        ...tiny,
+      ],
+      { SHARDLINE_TOKEN: SECRET },
+    );
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(
+      /--token\/--token-file, --tls-cert, --tls-key ignored: --in-process .* no channel to secure/,
+    );
+    expect(run.stderr).not.toContain(SECRET);
+  });
+
   it('names the flag, what it expected and what it found for bad PEM files', async () => {
     const swapped = await runCli([
       'train',
