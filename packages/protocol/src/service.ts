@@ -110,8 +110,13 @@ export function encodeTrainRequest(message: TrainRequest): Buffer {
   return concat(wrap(others, TRAIN_REQUEST_GRADIENT, gradient));
 }
 
+/** Where {@link encodeTrainResponseOnce} keeps a message's encoding. */
+const ENCODED = Symbol('shardline.encodedTrainResponse');
+
 /** Encodes a TrainResponse, with a weights chunk's data copied once; see {@link encodeTrainRequest}. */
 export function encodeTrainResponse(message: TrainResponse): Buffer {
+  const encoded = (message as { [ENCODED]?: Buffer })[ENCODED];
+  if (encoded !== undefined) return encoded;
   const kind = message.kind;
   if (kind?.$case !== 'weights' || kind.value.chunk === undefined) {
     return generated(TrainResponse, message);
@@ -123,6 +128,39 @@ export function encodeTrainResponse(message: TrainResponse): Buffer {
   );
   const others = TrainResponse.encode({ ...message, kind: undefined }).finish();
   return concat(wrap(others, TRAIN_RESPONSE_WEIGHTS, weights));
+}
+
+/**
+ * Encodes a TrainResponse now and returns an equal message that carries its encoding, for a
+ * message written to many streams: the coordinator sends the same weights chunks to every
+ * worker, and {@link CoordinatorServiceDefinition}'s serializer then hands grpc-js the stored
+ * bytes instead of encoding (allocating and copying a megabyte) once per worker. A weights
+ * chunk's `data` in the returned message is a view of the encoding itself, so the message holds
+ * no reference to the memory it was made from: the caller may overwrite that at once (the master
+ * weights at the next optimizer step). Treat the returned message as read-only; a changed copy
+ * would still be sent as the original. Peers with the generated definition ignore the stored
+ * encoding and encode the message as usual.
+ *
+ * @example
+ * ```ts
+ * const messages = [...weightsMessages(meta, encodeTensor(weights))].map(encodeTrainResponseOnce);
+ * for (const call of workers) await writeMessages(call, messages);
+ * ```
+ */
+export function encodeTrainResponseOnce(message: TrainResponse): TrainResponse {
+  const bytes = encodeTrainResponse(message);
+  const kind = message.kind;
+  if (kind?.$case !== 'weights' || kind.value.chunk === undefined) {
+    return Object.freeze({ ...message, [ENCODED]: bytes });
+  }
+  const { chunk } = kind.value;
+  // encodeTrainResponse places the chunk's data last (see wrap), so it is the encoding's tail.
+  const data = bytes.subarray(bytes.byteLength - chunk.data.byteLength);
+  return Object.freeze({
+    ...message,
+    kind: { ...kind, value: { ...kind.value, chunk: { ...chunk, data } } },
+    [ENCODED]: bytes,
+  });
 }
 
 /**

@@ -8,6 +8,7 @@ import {
   encodeTensor,
   encodeTrainRequest,
   encodeTrainResponse,
+  encodeTrainResponseOnce,
   StopReason,
   type TensorChunk,
   TrainRequest,
@@ -101,5 +102,50 @@ describe('one-copy Train serializers', () => {
       CoordinatorServiceService.train.requestDeserialize,
     );
     expect(CoordinatorServiceDefinition.join).toBe(CoordinatorServiceService.join);
+  });
+});
+
+describe('encodeTrainResponseOnce', () => {
+  it('returns an equal message whose serialization is the stored encoding, every time', () => {
+    for (const message of responses) {
+      const once = encodeTrainResponseOnce(message);
+      expect(comparable(once)).toEqual(comparable(message));
+      const first = CoordinatorServiceDefinition.train.responseSerialize(once);
+      // The same bytes object for every stream: nothing is encoded again.
+      expect(CoordinatorServiceDefinition.train.responseSerialize(once)).toBe(first);
+      expect(Buffer.compare(first, encodeTrainResponse(message))).toBe(0);
+      // The generated encoder, which knows nothing of the stored encoding, agrees.
+      expect(comparable(TrainResponse.decode(first))).toEqual(
+        comparable(TrainResponse.decode(TrainResponse.encode(once).finish())),
+      );
+    }
+  });
+
+  it('keeps nothing of the memory it was made from: the source may be overwritten at once', () => {
+    const source = new Float32Array(values);
+    const [chunk] = chunkTensor(
+      {
+        dtype: DataType.FLOAT32,
+        shape: [source.length],
+        elementCount: source.length,
+        layoutFingerprint: '0123456789abcdef',
+        version: 1n,
+        step: 1n,
+      },
+      encodeTensor(source),
+      256 * 1024,
+    );
+    const message: TrainResponse = { kind: { $case: 'weights', value: { chunk } } };
+    const once = encodeTrainResponseOnce(message);
+    const before = Buffer.from(CoordinatorServiceDefinition.train.responseSerialize(once));
+    source.fill(Number.NaN); // the next optimizer step, overwriting the master weights in place
+    const after = CoordinatorServiceDefinition.train.responseSerialize(once);
+    expect(Buffer.compare(after, before)).toBe(0);
+    const decoded = TrainResponse.decode(after);
+    const data = decoded.kind?.$case === 'weights' ? decoded.kind.value.chunk?.data : undefined;
+    expect(data && crc32(data)).toBe(crc32(encodeTensor(values).subarray(0, 256 * 1024)));
+    // The message's own chunk data is a view of the encoding, not of the overwritten source.
+    const own = once.kind?.$case === 'weights' ? once.kind.value.chunk?.data : undefined;
+    expect(own && crc32(own)).toBe(crc32(encodeTensor(values).subarray(0, 256 * 1024)));
   });
 });

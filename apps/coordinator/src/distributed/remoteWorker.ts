@@ -11,6 +11,7 @@ import {
   createTensorAssembler,
   decodeTensor,
   encodeTensor,
+  encodeTrainResponseOnce,
   type JobSpec,
   type TrainRequest,
   type TrainResponse,
@@ -51,17 +52,18 @@ export function createWeightsEncoder(job: JobSpec, layout: ParamLayout): Weights
           version: BigInt(weights.version),
           step: BigInt(weights.version),
         };
-        // Copy: the master weights change in place at the next optimizer step, while a slow
-        // worker's stream may still be writing these chunks.
-        const owned = new Uint8Array(bytes);
+        // Each chunk is encoded here, once for every worker, into memory of its own: `bytes`
+        // may be a view of the master weights, which change in place at the next optimizer
+        // step while a slow worker's stream may still be writing these chunks.
         cached = {
           version: weights.version,
-          messages: [
-            ...weightsMessages(meta, owned, job.maxChunkBytes, {
+          messages: Array.from(
+            weightsMessages(meta, bytes, job.maxChunkBytes, {
               transferId: `weights-${weights.version}`,
             }),
-          ],
-          bytes: owned.byteLength,
+            encodeTrainResponseOnce,
+          ),
+          bytes: bytes.byteLength,
         };
       }
       return cached;
