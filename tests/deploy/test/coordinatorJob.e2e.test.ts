@@ -3,18 +3,13 @@
  * it: a clean stop mid-run exits 75 and leaves a checkpoint, the next start resumes it to the
  * end, and a start after that has nothing to do.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_PATHS } from './cliSpec.js';
-
-const wrapper = fileURLToPath(
-  new URL('../../../deploy/bin/shardline-coordinator-job', import.meta.url),
-);
+import { startWrapper } from './wrapperRun.js';
 
 let dir: string;
 
@@ -26,27 +21,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-interface Run {
-  child: ChildProcess;
-  exit: Promise<{ code: number | null; stderr: string }>;
-}
-
-function start(args: string[], env: NodeJS.ProcessEnv): Run {
-  const child = spawn(wrapper, args, {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr += d;
-  });
-  child.stdout!.resume();
-  const exit = new Promise<{ code: number | null; stderr: string }>((resolve) =>
-    child.on('close', (code) => resolve({ code, stderr })),
-  );
-  return { child, exit };
-}
 
 async function until(condition: () => boolean, what: string, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
@@ -81,7 +55,7 @@ describe('shardline-coordinator-job with the real coordinator', () => {
       '--no-download',
       '--log-format=json',
     ];
-    const first = start(args, env);
+    const first = startWrapper(args, env);
     let checkpointed = false;
     first.child.stderr!.on('data', (d: Buffer) => {
       if (String(d).includes('checkpoint written')) checkpointed = true;
@@ -92,13 +66,13 @@ describe('shardline-coordinator-job with the real coordinator', () => {
     expect(stopped.code, stopped.stderr).toBe(75);
     expect(existsSync(join(out, 'summary.json'))).toBe(false);
 
-    const second = await start(args, env).exit;
+    const second = await startWrapper(args, env).exit;
     expect(second.code, second.stderr).toBe(0);
     expect(second.stderr).toContain('resuming the run');
     expect(second.stderr).toContain('resuming from checkpoint');
     expect(existsSync(join(out, 'summary.json'))).toBe(true);
 
-    const third = await start(args, env).exit;
+    const third = await startWrapper(args, env).exit;
     expect(third.code).toBe(0);
     expect(third.stderr).toContain('has already finished');
   });

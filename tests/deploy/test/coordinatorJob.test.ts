@@ -4,17 +4,12 @@
  * SIGTERM on once, and turn a clean stop before the end into status 75. Here against a stand-in
  * coordinator that records what it was given; coordinatorJob.e2e.test.ts runs the real CLI.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-const wrapper = fileURLToPath(
-  new URL('../../../deploy/bin/shardline-coordinator-job', import.meta.url),
-);
+import { startWrapper } from './wrapperRun.js';
 
 let dir: string;
 let fake: string;
@@ -53,27 +48,6 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-interface Run {
-  child: ChildProcess;
-  exit: Promise<{ code: number | null; stderr: string }>;
-}
-
-function start(args: string[], env: NodeJS.ProcessEnv): Run {
-  const child = spawn(wrapper, args, {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr += d;
-  });
-  child.stdout!.resume();
-  const exit = new Promise<{ code: number | null; stderr: string }>((resolve) =>
-    child.on('close', (code) => resolve({ code, stderr })),
-  );
-  return { child, exit };
-}
-
 const entries = (log: string): Array<Record<string, unknown>> =>
   existsSync(log)
     ? readFileSync(log, 'utf8')
@@ -103,7 +77,7 @@ function fresh(): { out: string; log: string; env: NodeJS.ProcessEnv } {
 describe('shardline-coordinator-job with a stand-in coordinator', () => {
   it('runs `train` with the flags as given, without --resume, on a fresh --out', async () => {
     const { out, log, env } = fresh();
-    const run = start([`--out=${out}`, '--min-workers=3'], { ...env, FAKE_MODE: 'finish' });
+    const run = startWrapper([`--out=${out}`, '--min-workers=3'], { ...env, FAKE_MODE: 'finish' });
     expect((await run.exit).code).toBe(0);
     expect(entries(log)[0]).toEqual({ argv: ['train', `--out=${out}`, '--min-workers=3'] });
   });
@@ -112,13 +86,13 @@ describe('shardline-coordinator-job with a stand-in coordinator', () => {
     const { out, log, env } = fresh();
     // A folder without state.json is not a checkpoint (they are renamed into place whole).
     mkdirSync(join(out, 'checkpoints', 'step-000000003'), { recursive: true });
-    let run = start(['--out', out], { ...env, FAKE_MODE: 'fail' });
+    let run = startWrapper(['--out', out], { ...env, FAKE_MODE: 'fail' });
     expect((await run.exit).code).toBe(3);
     expect(entries(log)[0]).toEqual({ argv: ['train', '--out', out] });
 
     mkdirSync(join(out, 'checkpoints', 'step-000000004'));
     writeFileSync(join(out, 'checkpoints', 'step-000000004', 'state.json'), '{}');
-    run = start(['--out', out], { ...env, FAKE_MODE: 'finish' });
+    run = startWrapper(['--out', out], { ...env, FAKE_MODE: 'finish' });
     const result = await run.exit;
     expect(result.code).toBe(0);
     expect(entries(log)[1]).toEqual({ argv: ['train', '--out', out, '--resume'] });
@@ -128,7 +102,7 @@ describe('shardline-coordinator-job with a stand-in coordinator', () => {
   it('exits 0 without starting the coordinator when the run has finished', async () => {
     const { out, log, env } = fresh();
     writeFileSync(join(out, 'summary.json'), '{}');
-    const result = await start([`--out=${out}`], { ...env, FAKE_MODE: 'fail' }).exit;
+    const result = await startWrapper([`--out=${out}`], { ...env, FAKE_MODE: 'fail' }).exit;
     expect(result.code).toBe(0);
     expect(result.stderr).toContain('has already finished');
     expect(entries(log)).toEqual([]);
@@ -136,7 +110,7 @@ describe('shardline-coordinator-job with a stand-in coordinator', () => {
 
   it('passes SIGTERM on exactly once and exits 75 when the coordinator stopped before the end', async () => {
     const { out, log, env } = fresh();
-    const run = start([`--out=${out}`], { ...env, FAKE_MODE: 'wait' });
+    const run = startWrapper([`--out=${out}`], { ...env, FAKE_MODE: 'wait' });
     await until(() => entries(log).some((e) => e.ready), 'the stand-in to start');
     // SIGINT to the wrapper alone is not passed on: a terminal's Ctrl-C reaches the
     // coordinator directly, and a second copy would make it exit without a checkpoint.
@@ -152,7 +126,7 @@ describe('shardline-coordinator-job with a stand-in coordinator', () => {
 
   it("passes the coordinator's failure status through", async () => {
     const { out, env } = fresh();
-    expect((await start([`--out=${out}`], { ...env, FAKE_MODE: 'fail' }).exit).code).toBe(3);
+    expect((await startWrapper([`--out=${out}`], { ...env, FAKE_MODE: 'fail' }).exit).code).toBe(3);
   });
 
   it('refuses what it cannot honour, with status 64 and a reason', async () => {
@@ -163,7 +137,7 @@ describe('shardline-coordinator-job with a stand-in coordinator', () => {
       [[`--out=${out}`, '--in-process'], /--in-process is not supported/],
     ];
     for (const [args, message] of cases) {
-      const result = await start(args, env).exit;
+      const result = await startWrapper(args, env).exit;
       expect(result.code, args.join(' ')).toBe(64);
       expect(result.stderr).toMatch(message);
     }
