@@ -12,18 +12,11 @@ import { createServer, type Server as NetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import {
-  credentials,
-  Metadata,
-  makeClientConstructor,
-  type ServiceDefinition,
-  type ServiceError,
-  status,
-} from '@grpc/grpc-js';
+import { credentials, Metadata, status } from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS, CoordinatorClient } from '@shardline/protocol';
-import { service as healthService } from 'grpc-health-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCertificate } from './certificates.js';
+import { checkHealth } from './healthCheck.js';
 import { cliPath, runCli } from './runCli.js';
 
 const COORDINATOR_SERVICE = 'shardline.v1.CoordinatorService';
@@ -57,27 +50,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-/** Asks grpc.health.v1.Health/Check in plaintext, as a Kubernetes gRPC probe does. */
-function checkHealth(address: string, service: string): Promise<{ status: string }> {
-  const Health = makeClientConstructor(
-    healthService as unknown as ServiceDefinition,
-    'grpc.health.v1.Health',
-  );
-  const client = new Health(address, credentials.createInsecure()) as unknown as {
-    check(
-      request: { service: string },
-      options: { deadline: Date },
-      callback: (error: ServiceError | null, response: { status: string }) => void,
-    ): void;
-    close(): void;
-  };
-  return new Promise<{ status: string }>((resolve, reject) =>
-    client.check({ service }, { deadline: new Date(Date.now() + 5000) }, (error, response) =>
-      error ? reject(error) : resolve(response),
-    ),
-  ).finally(() => client.close());
-}
 
 /** Calls GetStatus in plaintext without a token; resolves with the gRPC status code. */
 function getStatusCode(address: string): Promise<number> {

@@ -4,39 +4,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { credentials, makeClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
+import { credentials } from '@grpc/grpc-js';
 import {
   CHANNEL_OPTIONS,
   CoordinatorClient,
   type GetStatusResponse,
   JobState,
 } from '@shardline/protocol';
-import { service as healthService } from 'grpc-health-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkHealth } from './healthCheck.js';
 import { cliPath, runCli } from './runCli.js';
 
 function getStatus(address: string): Promise<GetStatusResponse> {
   const client = new CoordinatorClient(address, credentials.createInsecure(), CHANNEL_OPTIONS);
   return new Promise<GetStatusResponse>((resolve, reject) =>
     client.getStatus({}, (error, response) => (error ? reject(error) : resolve(response))),
-  ).finally(() => client.close());
-}
-
-/** Asks the standard gRPC health service, as a Kubernetes gRPC probe would. */
-function checkHealth(address: string, service: string): Promise<unknown> {
-  const Health = makeClientConstructor(
-    healthService as unknown as ServiceDefinition,
-    'grpc.health.v1.Health',
-  );
-  const client = new Health(address, credentials.createInsecure()) as unknown as {
-    check(
-      request: { service: string },
-      callback: (error: Error | null, response: unknown) => void,
-    ): void;
-    close(): void;
-  };
-  return new Promise<unknown>((resolve, reject) =>
-    client.check({ service }, (error, response) => (error ? reject(error) : resolve(response))),
   ).finally(() => client.close());
 }
 
