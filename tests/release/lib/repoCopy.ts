@@ -5,13 +5,15 @@
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, symlinkSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { repoRoot, workspacePackages } from './workspace.js';
 
 /**
  * Copies every file git tracks or would track (untracked but not ignored) into `dest`, plus
- * each package's built dist/, and links the root node_modules (the changesets CLI and its
- * changelog module). Returns `dest`.
+ * each package's built dist/, and links what pnpm needs to publish from there: the root
+ * node_modules (the changesets CLI and its changelog module) and, in each package, its
+ * `@shardline/*` dependencies as pnpm install would (pnpm reads their versions from there to
+ * replace `workspace:*`). Returns `dest`.
  */
 export function copyWorkingTree(dest: string): string {
   const listed = execFileSync(
@@ -29,7 +31,8 @@ export function copyWorkingTree(dest: string): string {
     mkdirSync(dirname(join(dest, file)), { recursive: true });
     cpSync(join(repoRoot, file), join(dest, file), { verbatimSymlinks: true });
   }
-  for (const pkg of workspacePackages()) {
+  const packages = workspacePackages();
+  for (const pkg of packages) {
     const dist = join(repoRoot, pkg.dir, 'dist');
     if (!existsSync(dist)) {
       throw new Error(`${pkg.dir}/dist is missing: build the workspace first (pnpm build).`);
@@ -37,5 +40,20 @@ export function copyWorkingTree(dest: string): string {
     cpSync(dist, join(dest, pkg.dir, 'dist'), { recursive: true });
   }
   symlinkSync(join(repoRoot, 'node_modules'), join(dest, 'node_modules'), 'dir');
+  const dirs = new Map(packages.map((pkg) => [pkg.manifest.name, pkg.dir]));
+  for (const pkg of packages) {
+    const { dependencies, devDependencies, optionalDependencies, peerDependencies } = pkg.manifest;
+    const names = Object.keys({
+      ...dependencies,
+      ...devDependencies,
+      ...optionalDependencies,
+      ...peerDependencies,
+    });
+    for (const name of names.filter((dep) => dirs.has(dep))) {
+      const link = join(dest, pkg.dir, 'node_modules', name);
+      mkdirSync(dirname(link), { recursive: true });
+      symlinkSync(relative(dirname(link), join(dest, dirs.get(name)!)), link, 'dir');
+    }
+  }
   return dest;
 }
