@@ -6,6 +6,16 @@
 import { spawn } from 'node:child_process';
 import { packageManagerEnv } from '../../../scripts/pack-all.mjs';
 
+/**
+ * Process groups still running. They live in groups of their own (so a timeout can kill npm
+ * and the install scripts it started), which also puts them out of reach of a Ctrl-C or a
+ * killed test run: kill what is left when this process exits.
+ */
+const running = new Set<number>();
+process.on('exit', () => {
+  for (const pid of running) killGroup(pid);
+});
+
 /** How a command ended and what it printed. */
 export interface RunResult {
   /** Exit status; null when a signal ended it. */
@@ -45,6 +55,7 @@ export function run(
       // Own process group: a timeout kills npm and the install scripts it spawned, not just npm.
       detached: true,
     });
+    if (child.pid !== undefined) running.add(child.pid);
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -60,12 +71,14 @@ export function run(
     }, options.timeoutMs);
     child.on('error', (error) => {
       clearTimeout(timer);
+      if (child.pid !== undefined) running.delete(child.pid);
       reject(
         new Error(`Could not start ${describe(command, args)} in ${options.cwd}: ${error.message}`),
       );
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      if (child.pid !== undefined) running.delete(child.pid);
       resolvePromise({
         code,
         signal,

@@ -9,7 +9,6 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { repoRoot } from '../../../scripts/pack-all.mjs';
-import { killGroup } from './processes.js';
 
 /** A registry the test started; `stop()` is safe to call more than once. */
 export interface LocalRegistry {
@@ -92,17 +91,14 @@ export async function startVerdaccio(dir: string, timeoutMs = 60_000): Promise<V
   const child = spawn(
     process.execPath,
     [join(repoRoot, 'tests/release/lib/verdaccioServer.mjs'), configPath],
-    {
-      cwd: dir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    },
+    // The IPC channel is the registry's lifeline: it stops when this process goes away.
+    { cwd: dir, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
   );
   let output = '';
   const exited = new Promise<void>((resolvePromise) => child.on('close', () => resolvePromise()));
   const port = await new Promise<number>((resolvePromise, reject) => {
     const timer = setTimeout(() => {
-      killGroup(child.pid);
+      child.kill('SIGKILL');
       reject(
         new Error(
           `Verdaccio did not report its port within ${timeoutMs / 1000} s. Its output:\n${output}`,
@@ -117,8 +113,8 @@ export async function startVerdaccio(dir: string, timeoutMs = 60_000): Promise<V
         resolvePromise(Number(match[1]));
       }
     };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', (chunk: Buffer) => {
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', (chunk: Buffer) => {
       output += chunk.toString('utf8');
     });
     child.on('close', (code, signal) => {
@@ -134,8 +130,8 @@ export async function startVerdaccio(dir: string, timeoutMs = 60_000): Promise<V
   let stopped: Promise<void> | undefined;
   const stop = () => {
     stopped ??= (async () => {
-      killGroup(child.pid, 'SIGTERM');
-      const deadline = setTimeout(() => killGroup(child.pid, 'SIGKILL'), 5_000);
+      child.kill('SIGTERM');
+      const deadline = setTimeout(() => child.kill('SIGKILL'), 5_000);
       await exited;
       clearTimeout(deadline);
     })();

@@ -23,11 +23,13 @@ const server = await runServer(configPath);
 server.listen(0, '127.0.0.1', () => {
   process.stdout.write(`${JSON.stringify({ port: server.address().port })}\n`);
 });
-for (const signal of ['SIGTERM', 'SIGINT']) {
-  process.on(signal, () => {
-    server.close();
-    // Open keep-alive sockets of npm clients would hold close() open; the test is done with them.
-    server.closeAllConnections?.();
-    process.exit(0);
-  });
-}
+const stop = () => {
+  server.close();
+  // Open keep-alive sockets of npm clients would hold close() open; the test is done with them.
+  server.closeAllConnections?.();
+  process.exit(0);
+};
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, stop);
+// Started with an IPC channel: when the test process goes away, even killed, the channel closes
+// and the registry stops instead of lingering on its port.
+process.on('disconnect', stop);

@@ -69,7 +69,8 @@ afterAll(async () => {
   scratch.removeAll();
 });
 
-describe('packed tarballs', () => {
+// Real tools on seven tarballs, and real installs: minutes when npm's cache is cold.
+describe('packed tarballs', { timeout: 300_000 }, () => {
   it('are made for every workspace package', () => {
     expect(packed.map((pkg) => pkg.name).sort()).toEqual(
       workspacePackages()
@@ -173,7 +174,7 @@ describe('packed tarballs', () => {
   });
 });
 
-describe('a fresh npm project with the library tarballs', () => {
+describe('a fresh npm project with the library tarballs', { timeout: 300_000 }, () => {
   let project = '';
 
   beforeAll(async () => {
@@ -257,7 +258,7 @@ describe('a fresh npm project with the library tarballs', () => {
   });
 });
 
-describe('a fresh npm project without TensorFlow.js', () => {
+describe('a fresh npm project without TensorFlow.js', { timeout: 300_000 }, () => {
   let project = '';
 
   beforeAll(async () => {
@@ -305,7 +306,7 @@ describe('a fresh npm project without TensorFlow.js', () => {
   });
 });
 
-describe('the apps installed from their tarballs into a folder', () => {
+describe('the apps installed from their tarballs into a folder', { timeout: 300_000 }, () => {
   let prefix = '';
 
   beforeAll(async () => {

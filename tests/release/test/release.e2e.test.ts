@@ -72,7 +72,7 @@ afterAll(async () => {
   scratch.removeAll();
 });
 
-describe('changeset version', () => {
+describe('changeset version', { timeout: 300_000 }, () => {
   it('bumps every package with a pending changeset and writes its CHANGELOG', async () => {
     const pending = readdirSync(join(copy, '.changeset')).filter(
       (file) => file.endsWith('.md') && file !== 'README.md',
@@ -103,7 +103,7 @@ describe('changeset version', () => {
   });
 });
 
-describe('changeset publish to a local Verdaccio', () => {
+describe('changeset publish to a local Verdaccio', { timeout: 600_000 }, () => {
   it('publishes every package at its new version, with its CHANGELOG', async () => {
     const result = await run(changeset(), ['publish', '--no-git-tag'], {
       cwd: copy,
@@ -137,7 +137,8 @@ describe('changeset publish to a local Verdaccio', () => {
   });
 });
 
-describe('the CLIs installed globally', () => {
+// Each test installs a CLI with npm (minutes when npm's cache is cold), then runs it.
+describe('the CLIs installed globally', { timeout: 600_000 }, () => {
   const clis = [
     { bin: 'shardline-coordinator', name: '@shardline/coordinator' },
     { bin: 'shardline-worker', name: '@shardline/worker' },
