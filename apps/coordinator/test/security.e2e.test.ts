@@ -364,10 +364,10 @@ describe('TLS', () => {
       {
         SHARDLINE_TOKEN: SECRET,
         // Worker variables meant for some other worker on this machine: the local worker must
-        // not pick them up (each would stop it: a token file beside the token, a missing config
-        // file, another CA).
-        SHARDLINE_TOKEN_FILE: join(dir, 'no-such-token'),
+        // not pick them up (each would stop it: a missing config file, a bad timeout, another
+        // CA).
         SHARDLINE_CONFIG: join(dir, 'no-such-config.json'),
+        SHARDLINE_CONNECT_TIMEOUT: 'soon',
         SHARDLINE_TLS_CA: pem('other-ca.pem'),
       },
     );
