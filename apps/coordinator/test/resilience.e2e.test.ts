@@ -187,6 +187,52 @@ describe('checkpoints and --resume', () => {
     expect(await exited(survivor)).toBe(0);
   });
 
+  it('a clean stop of the coordinator ends a remote worker with status 75, to be restarted', {
+    timeout: 300_000,
+  }, async () => {
+    const port = await freePort();
+    const coordinator = start([
+      cliPath,
+      'train',
+      '--model',
+      'mlp',
+      '--epochs',
+      '2',
+      '--batch-size',
+      '64',
+      '--limit-train',
+      '4096',
+      '--limit-test',
+      '200',
+      '--local-workers',
+      '0',
+      '--min-workers',
+      '1',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--checkpoint-every',
+      '16',
+      '--log-format',
+      'json',
+      '--out',
+      join(out, 'clean-stop'),
+    ]);
+    const worker = start([workerCli, '--coordinator', `127.0.0.1:${port}`, '--name', 'remote']);
+    let workerStderr = '';
+    worker.stderr!.on('data', (d: Buffer) => {
+      workerStderr += d;
+    });
+    await waitForLog(coordinator, (r) => r.msg === 'checkpoint written' && Number(r.step) >= 16);
+    coordinator.kill('SIGTERM');
+    expect(await exited(coordinator)).toBe(0);
+    // Not 0 (that means the job is done): a service manager restarting on failure brings it
+    // back to rejoin the resumed run.
+    expect(await exited(worker)).toBe(75);
+    expect(workerStderr).toMatch(
+      /the coordinator stopped before the job finished .* Start this worker again to rejoin/,
+    );
+  });
+
   it('refuses to resume with different settings, naming each difference', async () => {
     const run = await runCli([
       'train',

@@ -268,6 +268,12 @@ function buildProgram(streams: WorkerStreams, context: WorkerCliContext): Worker
           new Error(`The coordinator stopped this worker (${outcome.reason}): ${outcome.message}`),
         );
       }
+      if (outcome.reason === 'shutdown') {
+        streams.stderr.write(
+          `shardline-worker: the coordinator stopped before the job finished (${outcome.message}). Start this worker again to rejoin the run when it resumes.\n`,
+        );
+        result.exitCode = EXIT_COORDINATOR_STOPPED;
+      }
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -275,6 +281,14 @@ function buildProgram(streams: WorkerStreams, context: WorkerCliContext): Worker
   });
   return { program, result };
 }
+
+/**
+ * The exit status of a worker whose coordinator stopped before the job finished (a clean
+ * shutdown, to be resumed): 75, EX_TEMPFAIL in sysexits.h, "try again later". Exit 0 means the
+ * job is done, so a service manager can restart a worker on failure only (systemd's
+ * `Restart=on-failure`) and still have it rejoin a resumed run.
+ */
+export const EXIT_COORDINATOR_STOPPED = 75;
 
 /** Runs the worker CLI with `argv` (as process.argv) and returns the exit status. */
 export async function runWorkerCli(

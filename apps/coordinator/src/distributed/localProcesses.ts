@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { ShardlineError } from '@shardline/core';
-import { WORKER_ENV_VARIABLES } from '@shardline/worker';
+import { EXIT_COORDINATOR_STOPPED, WORKER_ENV_VARIABLES } from '@shardline/worker';
 
 /** Where the `shardline-worker` program of the installed @shardline/worker lives. */
 export function workerCliPath(): string {
@@ -88,7 +88,8 @@ export function startLocalWorkers(options: LocalWorkersOptions): LocalWorkers {
       if (last) lastLine = last;
     });
     child.on('exit', (code, signal) => {
-      if (stopping || code === 0) return;
+      // EXIT_COORDINATOR_STOPPED: this coordinator told it so, on its way out.
+      if (stopping || code === 0 || code === EXIT_COORDINATOR_STOPPED) return;
       options.onUnexpectedExit(
         new ShardlineError(
           'INTERNAL',
