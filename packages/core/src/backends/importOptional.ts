@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -54,7 +55,16 @@ export function locateOptional(specifier: string): string | undefined {
 function fallbackBases(): string[] {
   const bases = new Set<string>();
   const main = process.argv[1];
-  if (main) bases.add(resolve(dirname(main), 'noop.js'));
+  if (main) {
+    bases.add(resolve(dirname(main), 'noop.js'));
+    // npm links a global CLI as <prefix>/bin/<name> -> ../lib/node_modules/<pkg>/dist/cli.js:
+    // the app's own node_modules are next to the link's target, not next to the link.
+    try {
+      bases.add(resolve(dirname(realpathSync(main)), 'noop.js'));
+    } catch {
+      // The program path is not a file on disk (node -e, a REPL): nothing more to try.
+    }
+  }
   bases.add(resolve(process.cwd(), 'noop.js'));
   return [...bases];
 }
