@@ -71,6 +71,38 @@ function waitForLog(
   });
 }
 
+/**
+ * A small two-epoch job that starts no local workers and waits for one remote worker on
+ * 127.0.0.1:`port`, checkpointing every 16 steps into `dir`.
+ */
+function remoteJob(port: number, dir: string): string[] {
+  return [
+    'train',
+    '--model',
+    'mlp',
+    '--epochs',
+    '2',
+    '--batch-size',
+    '64',
+    '--limit-train',
+    '4096',
+    '--limit-test',
+    '200',
+    '--local-workers',
+    '0',
+    '--min-workers',
+    '1',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--checkpoint-every',
+    '16',
+    '--log-format',
+    'json',
+    '--out',
+    dir,
+  ];
+}
+
 describe('checkpoints and --resume', () => {
   it('continues after the coordinator is SIGKILLed and ends with exactly the uninterrupted weights', {
     timeout: 300_000,
@@ -140,31 +172,7 @@ describe('checkpoints and --resume', () => {
     timeout: 300_000,
   }, async () => {
     const port = await freePort();
-    const flags = [
-      'train',
-      '--model',
-      'mlp',
-      '--epochs',
-      '2',
-      '--batch-size',
-      '64',
-      '--limit-train',
-      '4096',
-      '--limit-test',
-      '200',
-      '--local-workers',
-      '0',
-      '--min-workers',
-      '1',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--checkpoint-every',
-      '16',
-      '--log-format',
-      'json',
-      '--out',
-      join(out, 'rejoin'),
-    ];
+    const flags = remoteJob(port, join(out, 'rejoin'));
     const first = start([cliPath, ...flags]);
     const survivor = start([
       workerCli,
@@ -191,32 +199,7 @@ describe('checkpoints and --resume', () => {
     timeout: 300_000,
   }, async () => {
     const port = await freePort();
-    const coordinator = start([
-      cliPath,
-      'train',
-      '--model',
-      'mlp',
-      '--epochs',
-      '2',
-      '--batch-size',
-      '64',
-      '--limit-train',
-      '4096',
-      '--limit-test',
-      '200',
-      '--local-workers',
-      '0',
-      '--min-workers',
-      '1',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--checkpoint-every',
-      '16',
-      '--log-format',
-      'json',
-      '--out',
-      join(out, 'clean-stop'),
-    ]);
+    const coordinator = start([cliPath, ...remoteJob(port, join(out, 'clean-stop'))]);
     const worker = start([workerCli, '--coordinator', `127.0.0.1:${port}`, '--name', 'remote']);
     let workerStderr = '';
     worker.stderr!.on('data', (d: Buffer) => {

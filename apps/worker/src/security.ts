@@ -8,10 +8,9 @@
 import { type ChannelCredentials, type ClientOptions, credentials } from '@grpc/grpc-js';
 import { type Logger, ShardlineError, toShardlineError } from '@shardline/core';
 import {
-  checkToken,
+  acceptToken,
   createTokenInterceptor,
   isLoopbackHost,
-  RECOMMENDED_TOKEN_LENGTH,
   readTlsFiles,
   splitHostPort,
   TOKEN_ENV,
@@ -71,13 +70,7 @@ export function resolveWorkerChannel(
   coordinator: string,
   logger: Logger,
 ): WorkerChannel {
-  const token =
-    flags.token === undefined ? undefined : checkToken(flags.token, `--token / ${TOKEN_ENV}`);
-  if (token !== undefined && token.length < RECOMMENDED_TOKEN_LENGTH) {
-    logger.warn(
-      `the token is shorter than ${RECOMMENDED_TOKEN_LENGTH} characters and could be guessed; use a random one, such as \`openssl rand -hex 32\``,
-    );
-  }
+  const token = acceptToken(flags.token, logger);
   const files = readTlsFiles(
     { cert: flags.tlsCert, key: flags.tlsKey, ca: flags.tlsCa },
     {

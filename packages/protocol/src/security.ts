@@ -62,6 +62,25 @@ export function checkToken(token: string, source: string): string {
 }
 
 /**
+ * Checks a token given to a CLI (see {@link checkToken}; errors name `--token / SHARDLINE_TOKEN`)
+ * and warns through `logger` when it is short enough to guess. Both CLIs start with it, so a
+ * coordinator and its workers judge a token alike. Undefined in, undefined out (no token).
+ */
+export function acceptToken(
+  token: string | undefined,
+  logger: { warn(message: string): void },
+): string | undefined {
+  if (token === undefined) return undefined;
+  const checked = checkToken(token, `--token / ${TOKEN_ENV}`);
+  if (checked.length < RECOMMENDED_TOKEN_LENGTH) {
+    logger.warn(
+      `the token is shorter than ${RECOMMENDED_TOKEN_LENGTH} characters and could be guessed; use a random one, such as \`openssl rand -hex 32\``,
+    );
+  }
+  return checked;
+}
+
+/**
  * The token a call carries: `authorization: Bearer <token>` (the scheme is case-insensitive),
  * else `shardline-token: <token>`. Undefined when the call carries neither.
  */

@@ -20,13 +20,12 @@ import {
 } from '@grpc/grpc-js';
 import { type Logger, ShardlineError } from '@shardline/core';
 import {
+  acceptToken,
   type CertificateFile,
   chainsTo,
-  checkToken,
   isLoopbackHost,
   isSelfSigned,
   isWildcardHost,
-  RECOMMENDED_TOKEN_LENGTH,
   readTlsFiles,
   readTokenFile,
   splitHostPort,
@@ -146,13 +145,7 @@ export function resolveServerSecurity(
   where: { listen: string; localWorkers: number },
   logger: Logger,
 ): ServerSecurity {
-  const token =
-    flags.token === undefined ? undefined : checkToken(flags.token, `--token / ${TOKEN_ENV}`);
-  if (token !== undefined && token.length < RECOMMENDED_TOKEN_LENGTH) {
-    logger.warn(
-      `the token is shorter than ${RECOMMENDED_TOKEN_LENGTH} characters and could be guessed; use a random one, such as \`openssl rand -hex 32\``,
-    );
-  }
+  const token = acceptToken(flags.token, logger);
   if (flags.tlsCa !== undefined && flags.tlsCert === undefined && flags.tlsKey === undefined) {
     throw new ShardlineError(
       'INVALID_ARGUMENT',
