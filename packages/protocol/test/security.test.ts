@@ -13,6 +13,7 @@ import {
 } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  acceptToken,
   CHANNEL_OPTIONS,
   CoordinatorClient,
   CoordinatorServiceDefinition,
@@ -65,6 +66,21 @@ describe('token metadata', () => {
       expect(isLoopbackHost(h), h).toBe(true);
     for (const h of ['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', 'example.com', '127.0.0.1.nip.io'])
       expect(isLoopbackHost(h), h).toBe(false);
+  });
+});
+
+describe('acceptToken', () => {
+  it('passes a good token through, warns about a short one, and refuses a bad one', () => {
+    const warnings: string[] = [];
+    const logger = { warn: (m: string) => warnings.push(m) };
+    expect(acceptToken(undefined, logger)).toBeUndefined();
+    expect(acceptToken('0123456789abcdef0123', logger)).toBe('0123456789abcdef0123');
+    expect(warnings).toEqual([]);
+    expect(acceptToken('short', logger)).toBe('short');
+    expect(warnings).toEqual([expect.stringMatching(/shorter than 16 characters/)]);
+    expect(() => acceptToken('has space', logger)).toThrow(
+      /--token \/ SHARDLINE_TOKEN contains whitespace/,
+    );
   });
 });
 
