@@ -65,6 +65,11 @@ function checkBatch(batch: TrainingBatch): void {
  * with respect to every trainable weight as one flat vector, and the number of correct
  * predictions. The model must end in a softmax over classes. Leaves no tensors behind.
  *
+ * Pass `out` (a Float32Array of `layout.size`) to have the gradient written there instead of
+ * into fresh memory: a worker that computes a 5.6 MB gradient every step then allocates nothing
+ * per step for it, which keeps the garbage collector (whose pauses land in the gradient
+ * exchange) quiet. The result's `gradient` is then `out` itself, overwritten by the next call.
+ *
  * @example
  * ```ts
  * const { gradient, loss, sampleCount } = computeGradients(model, batch);
@@ -74,8 +79,17 @@ export function computeGradients(
   model: TrainableModel,
   batch: TrainingBatch,
   layout: ParamLayout = describeLayout(model),
+  out?: Float32Array,
 ): GradientResult {
   checkBatch(batch);
+  if (out !== undefined && out.length !== layout.size) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `The gradient output buffer has the wrong length: expected ${formatCount(layout.size)} values ` +
+        `(the model's parameter count), found ${formatCount(out.length)}. Allocate it as ` +
+        'new Float32Array(layout.size), or leave it out.',
+    );
+  }
   const n = batch.shape[0];
   const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
   let correct = 0;
@@ -94,7 +108,7 @@ export function computeGradients(
     return loss as tf.Scalar;
   }, variables);
   try {
-    const gradient = new Float32Array(layout.size);
+    const gradient = out ?? new Float32Array(layout.size);
     variables.forEach((v, i) => {
       const g = grads[v.name];
       if (!g)

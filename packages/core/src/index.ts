@@ -9,6 +9,7 @@ export * from './backends/selectBackend.js';
 export * from './backends/wasmTrainingKernels.js';
 export * from './errors.js';
 export * from './gradients.js';
+export * from './heap.js';
 export * from './logger.js';
 export * from './optimizers.js';
 export * from './params.js';

@@ -75,6 +75,19 @@ describe('computeGradients', () => {
     expect((a.loss + 3 * b.loss) / 4).toBeCloseTo(whole.loss, 6);
   });
 
+  it('writes into a given output buffer, the same values as into fresh memory', () => {
+    const model = softmaxRegression();
+    const layout = describeLayout(model);
+    const fresh = computeGradients(model, batch, layout);
+    const out = new Float32Array(layout.size).fill(Number.NaN);
+    const reused = computeGradients(model, batch, layout, out);
+    expect(reused.gradient).toBe(out);
+    expect(Array.from(out)).toEqual(Array.from(fresh.gradient));
+    expect(() => computeGradients(model, batch, layout, new Float32Array(3))).toThrow(
+      /expected 15 values \(the model's parameter count\), found 3/,
+    );
+  });
+
   it('leaks no tensors', () => {
     const model = softmaxRegression();
     computeGradients(model, batch);

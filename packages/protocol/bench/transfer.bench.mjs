@@ -6,8 +6,11 @@
 // "Recommended settings" rows use what the README recommends: CoordinatorServiceDefinition /
 // CoordinatorClient, assemblers with reuseBuffer, CHANNEL_OPTIONS, and SERVER_OPTIONS plus
 // applyServerFlowControlWindow.
+// Both processes run with the heap tuning Shardline's CLIs apply (tuneHeapForStreaming from
+// @shardline/core/heap), as every row streams megabytes of short-lived buffers.
 // Flags: --rounds N (default 3), --reps N (timed transfers per row and round, default 10),
-//        --only TEXT (run only the rows whose label contains TEXT; profile with node --cpu-prof).
+//        --only TEXT (run only the rows whose label contains TEXT; profile with node --cpu-prof),
+//        --default-heap (leave V8's heap growth as it is, to see what the tuning is worth).
 //
 // The receiving side runs in a child process (its own event loop, as a coordinator and a worker
 // would). A row times one whole transfer: the sender chunks (CRC-32 included), encodes and
@@ -24,6 +27,7 @@ import {
   Server,
   ServerCredentials,
 } from '@grpc/grpc-js';
+import { tuneHeapForStreaming } from '@shardline/core/heap';
 import {
   applyServerFlowControlWindow,
   CHANNEL_OPTIONS,
@@ -50,6 +54,9 @@ const flag = (name, fallback) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 && args[i + 1] !== undefined ? Number(args[i + 1]) : fallback;
 };
+
+// In the receiving child too: it runs this same file.
+if (!args.includes('--default-heap')) tuneHeapForStreaming();
 
 const meta = {
   dtype: DataType.FLOAT32,
@@ -305,7 +312,11 @@ async function trainRow(
 async function main() {
   const rounds = flag('rounds', 3);
   const reps = flag('reps', 10);
-  const child = fork(new URL(import.meta.url), ['--serve'], { stdio: 'inherit' });
+  const child = fork(
+    new URL(import.meta.url),
+    ['--serve', ...args.filter((a) => a === '--default-heap')],
+    { stdio: 'inherit' },
+  );
   const ports = await new Promise((resolve) => child.once('message', resolve));
   const { 'grpc-node.flow_control_window': _window, ...defaultWindow } = CHANNEL_OPTIONS;
   const chunkLabel = (bytes) =>
