@@ -151,4 +151,24 @@ describe('averageGradients', () => {
     // (1*1 + 3*4)/4 = 3.25 ; (1*2 + 3*8)/4 = 6.5
     expect(Array.from(gradient)).toEqual([3.25, 6.5]);
   });
+
+  it('overwrites a reused output buffer instead of adding to what it held', () => {
+    const share = (values: number[], sampleCount: number) => ({
+      gradient: Float32Array.from(values),
+      sampleCount,
+      loss: 0,
+      correct: 0,
+      computeSeconds: 0,
+    });
+    const out = Float32Array.from([100, -100]);
+    const first = averageGradients([share([1, 2], 1), share([3, 4], 1)], 2, out);
+    expect(first.gradient).toBe(out);
+    expect(Array.from(out)).toEqual([2, 3]);
+    averageGradients([share([-1, -0], 2)], 2, out);
+    expect(Object.is(out[1], 0)).toBe(true); // +0, as a fresh sum of -0 would be
+    expect(out[0]).toBe(-1);
+    averageGradients([share([], 0)], 2, out);
+    expect(Array.from(out)).toEqual([0, 0]);
+    expect(() => averageGradients([share([1], 1)], 1, out)).toThrow(/2 values, expected 1/);
+  });
 });

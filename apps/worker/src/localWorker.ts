@@ -39,6 +39,9 @@ export interface LocalWorkerOptions {
 export function createLocalWorker(options: LocalWorkerOptions): TrainingWorker {
   const { model, layout, train, test } = options;
   let version = -1;
+  // One gradient buffer for every share: a fresh 5.6 MB array per step (seed CNN) would be
+  // garbage after one send, and collecting it costs pauses in the middle of the exchange.
+  const gradient = new Float32Array(layout.size);
   const sync = (weights: WeightsSnapshot) => {
     if (weights.version === version) return;
     writeWeights(model, weights.params, layout);
@@ -91,7 +94,7 @@ export function createLocalWorker(options: LocalWorkerOptions): TrainingWorker {
           ? { augment: { seed: options.seed, epoch: assignment.epoch, shift: 2, flip: true } }
           : {},
       );
-      const result = computeGradients(model, batch, layout);
+      const result = computeGradients(model, batch, layout, gradient);
       return { ...result, computeSeconds: (performance.now() - started) / 1000 };
     },
     async evaluate(slice: EvalAssignment, weights: WeightsSnapshot): Promise<ClassificationState> {

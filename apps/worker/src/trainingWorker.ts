@@ -24,7 +24,10 @@ export interface ShareAssignment {
 
 /** What a worker sends back for its share. */
 export interface ShareResult {
-  /** Mean-loss gradient over the share, flat; empty when `sampleCount` is 0. */
+  /**
+   * Mean-loss gradient over the share, flat; empty when `sampleCount` is 0. A worker may reuse
+   * this memory for its next share, so consume it (average, send) before asking for another.
+   */
   gradient: Float32Array;
   sampleCount: number;
   /** Mean loss over the share. */

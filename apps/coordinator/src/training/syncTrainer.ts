@@ -114,15 +114,25 @@ interface StepTimes {
   optimizer: number;
 }
 
-/** Weighted average of the members' gradients: sum(n_i * g_i) / sum(n_i). */
+/**
+ * Weighted average of the members' gradients: sum(n_i * g_i) / sum(n_i), written into `out`
+ * (fresh memory when left out). The trainer passes one buffer for every step, so averaging
+ * allocates nothing; the result is then overwritten by the next call.
+ */
 export function averageGradients(
   results: readonly ShareResult[],
   size: number,
+  out: Float32Array = new Float32Array(size),
 ): { gradient: Float32Array; samples: number } {
-  const gradient = new Float32Array(size);
+  if (out.length !== size) {
+    throw new ShardlineError(
+      'INTERNAL',
+      `The gradient average buffer has ${out.length} values, expected ${size}.`,
+    );
+  }
   let samples = 0;
   for (const r of results) samples += r.sampleCount;
-  if (samples === 0) return { gradient, samples };
+  let first = true;
   for (const r of results) {
     if (r.sampleCount === 0) continue;
     if (r.gradient.length !== size) {
@@ -133,9 +143,14 @@ export function averageGradients(
     }
     const w = r.sampleCount / samples;
     const g = r.gradient;
-    for (let i = 0; i < size; i++) gradient[i]! += w * g[i]!;
+    // The first share overwrites what the previous step left (0 + x: the same float32 rounding,
+    // and the same +0 for -0, as adding it to zeros), so no separate clearing pass is needed.
+    if (first) for (let i = 0; i < size; i++) out[i] = 0 + w * g[i]!;
+    else for (let i = 0; i < size; i++) out[i]! += w * g[i]!;
+    first = false;
   }
-  return { gradient, samples };
+  if (first) out.fill(0);
+  return { gradient: out, samples };
 }
 
 /** Rejects with TIMEOUT when `promise` has not settled after `ms` (0: never). */
@@ -161,6 +176,8 @@ export async function runSynchronousTraining(
     weightDecay: config.weightDecay,
   });
   if (resume) optimizer.setState(resume.optimizer);
+  // The averaged gradient of every step, in one buffer (see averageGradients).
+  const averaged = new Float32Array(layout.size);
   const steps = stepsPerEpoch(options.trainCount, config.batchSize);
   const schedule = createSchedule({
     kind: config.schedule,
@@ -247,7 +264,7 @@ export async function runSynchronousTraining(
         if (!results && options.shouldStop?.()) return await stopAt(epoch, s, running);
       }
       const t1 = performance.now();
-      const { gradient, samples } = averageGradients(results, layout.size);
+      const { gradient, samples } = averageGradients(results, layout.size, averaged);
       let stepLoss = 0;
       for (const r of results) {
         stepLoss += r.loss * r.sampleCount;
