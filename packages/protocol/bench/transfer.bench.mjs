@@ -35,6 +35,7 @@ import {
   CoordinatorServiceClient,
   CoordinatorServiceDefinition,
   CoordinatorServiceService,
+  CRC32_IMPLEMENTATION,
   crc32,
   createTensorAssembler,
   DataType,
@@ -409,7 +410,8 @@ async function main() {
     }),
   );
   console.log(
-    `${rounds} rounds x ${reps} transfers of ${BYTES.toLocaleString('en-US')} bytes per row`,
+    `${rounds} rounds x ${reps} transfers of ${BYTES.toLocaleString('en-US')} bytes per row; ` +
+      `CRC-32: ${CRC32_IMPLEMENTATION}; heap growth: ${args.includes('--default-heap') ? "V8's default" : 'tuned'}`,
   );
   child.disconnect();
 }
