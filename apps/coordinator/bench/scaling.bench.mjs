@@ -7,8 +7,12 @@
 // Reports images/s, scaling efficiency (images/s with N workers / (N x images/s with 1)),
 // the per-step split between the slowest worker's compute and the exchange (waiting for
 // gradients beyond that compute: transfers, encoding, queueing), and tensor bytes moved.
+// Each configuration runs --runs times (default 3), interleaved (every configuration once, then
+// again), so drift in the machine's load hits all of them alike; the table shows medians, and
+// efficiency compares median throughputs. On a shared machine single runs swing by tens of
+// percent, mostly in compute time.
 // Flags: --model seed-cnn, --batch 32 (per worker), --steps 8 (per epoch), --workers 1,2,4,
-//        --gradient-dtype float32.
+//        --gradient-dtype float32, --runs 3.
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -25,6 +29,7 @@ const batch = Number(flag('batch', '32'));
 const steps = Number(flag('steps', '8'));
 const workerCounts = flag('workers', '1,2,4').split(',').map(Number);
 const gradientDtype = flag('gradient-dtype', 'float32');
+const runs = Number(flag('runs', '3'));
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 
 async function run(mode, workers) {
@@ -82,28 +87,44 @@ async function run(mode, workers) {
 
 console.log(
   `data-parallel scaling, ${model}, wasm, ${batch} images per worker per step, ${steps} steps/epoch, ` +
-    `gradients ${gradientDtype}; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}); ${new Date().toISOString()}`,
+    `gradients ${gradientDtype}; medians of ${runs} run(s); ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}); ${new Date().toISOString()}`,
 );
 if (Math.max(...workerCounts) > cpus().length) {
   console.log(
     `note: more workers than cores: workers share cores, so efficiency is bounded by ${cpus().length}/N.`,
   );
 }
+const rows = [['in-process', 1], ...workerCounts.map((n) => ['distributed', n])];
+const samples = rows.map(() => []);
+for (let r = 0; r < runs; r++) {
+  for (const [i, [mode, n]] of rows.entries()) samples[i].push(await run(mode, n));
+}
+const median = (values) => [...values].sort((a, b) => a - b)[values.length >> 1];
 const header =
   'mode          workers  global  images/s  efficiency  step s  compute s  exchange s (share)  optimizer s  MB/step';
 console.log(header);
-const rows = [['in-process', 1], ...workerCounts.map((n) => ['distributed', n])];
-let base;
-for (const [mode, n] of rows) {
-  const e = await run(mode, n);
-  if (mode === 'distributed' && n === 1) base = e.images_per_second;
-  const efficiency = mode === 'distributed' && base ? e.images_per_second / (n * base) : Number.NaN;
-  const mb = e.bytes_sent !== undefined ? (e.bytes_sent + e.bytes_received) / steps / 1e6 : 0;
+// Efficiency needs the one-worker row: without it (--workers 2,4) the column shows "-".
+const oneWorker = rows.findIndex(([mode, n]) => mode === 'distributed' && n === 1);
+const base =
+  oneWorker >= 0 ? median(samples[oneWorker].map((e) => e.images_per_second)) : Number.NaN;
+for (const [i, [mode, n]] of rows.entries()) {
+  const of = (key) => median(samples[i].map((e) => e[key] ?? 0));
+  const imagesPerSecond = of('images_per_second');
+  const efficiency = mode === 'distributed' ? imagesPerSecond / (n * base) : Number.NaN;
+  const share = median(samples[i].map((e) => e.exchange_seconds / e.step_seconds));
+  const mb = (of('bytes_sent') + of('bytes_received')) / steps / 1e6;
   console.log(
-    `${mode.padEnd(14)}${String(n).padStart(7)}${String(batch * n).padStart(8)}${e.images_per_second.toFixed(1).padStart(10)}` +
+    `${mode.padEnd(14)}${String(n).padStart(7)}${String(batch * n).padStart(8)}${imagesPerSecond.toFixed(1).padStart(10)}` +
       `${(Number.isNaN(efficiency) ? '-' : `${(efficiency * 100).toFixed(0)}%`).padStart(12)}` +
-      `${e.step_seconds.toFixed(3).padStart(8)}${e.compute_seconds.toFixed(3).padStart(11)}` +
-      `${e.exchange_seconds.toFixed(3).padStart(12)} (${((e.exchange_seconds / e.step_seconds) * 100).toFixed(1).padStart(4)}%)` +
-      `${e.optimizer_seconds.toFixed(3).padStart(13)}${mb.toFixed(1).padStart(9)}`,
+      `${of('step_seconds').toFixed(3).padStart(8)}${of('compute_seconds').toFixed(3).padStart(11)}` +
+      `${of('exchange_seconds').toFixed(3).padStart(12)} (${(share * 100).toFixed(1).padStart(4)}%)` +
+      `${of('optimizer_seconds').toFixed(3).padStart(13)}${mb.toFixed(1).padStart(9)}`,
   );
+}
+if (runs > 1) {
+  const shares = samples
+    .map((runsOf, i) => [rows[i], runsOf.map((e) => (100 * e.exchange_seconds) / e.step_seconds)])
+    .filter(([[mode]]) => mode === 'distributed')
+    .map(([[, n], values]) => `${n}: ${values.map((v) => v.toFixed(1)).join(', ')}`);
+  console.log(`exchange share of each run, % (workers: runs): ${shares.join('; ')}`);
 }
