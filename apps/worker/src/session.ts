@@ -8,6 +8,7 @@ import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import {
   type BackendPreference,
   describeLayout,
+  heapTuning,
   type Logger,
   readWeights,
   ShardlineError,
@@ -20,6 +21,7 @@ import {
   CHANNEL_OPTIONS,
   CoordinatorClient,
   type CoordinatorServiceClient,
+  CRC32_IMPLEMENTATION,
   createTensorAssembler,
   DataType,
   decodeTensor,
@@ -144,6 +146,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
         job: job.jobId,
         model: job.modelName,
         dataset: job.datasetName,
+        // What the exchange runs with, for anyone comparing its speed across machines.
+        checksum: `crc32-${CRC32_IMPLEMENTATION}`,
+        heap_growing_percent: heapTuning()?.percent ?? 'v8-default',
       });
       try {
         return await serve(

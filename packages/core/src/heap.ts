@@ -26,6 +26,8 @@ export const HEAP_GROWING_PERCENT = 300;
 
 const FLAG = '--heap-growing-percent';
 
+let applied: TuneHeapResult | undefined;
+
 /** Options of {@link tuneHeapForStreaming}. */
 export interface TuneHeapOptions {
   /** Percent over the live size; default {@link HEAP_GROWING_PERCENT}. */
@@ -68,10 +70,20 @@ export function tuneHeapForStreaming(options: TuneHeapOptions = {}): TuneHeapRes
   if (at >= 0) {
     const given = execArgv[at]!;
     const value = Number(given === FLAG ? execArgv[at + 1] : given.slice(FLAG.length + 1));
-    return { percent: Number.isFinite(value) ? value : undefined, outcome: 'kept' };
+    applied = { percent: Number.isFinite(value) ? value : undefined, outcome: 'kept' };
+    return applied;
   }
   // V8 reads this flag each time it recomputes its limits after a collection, so setting it now
   // takes effect from the next collection on.
   v8.setFlagsFromString(`${FLAG}=${percent}`);
-  return { percent, outcome: 'tuned' };
+  applied = { percent, outcome: 'tuned' };
+  return applied;
+}
+
+/**
+ * What the last {@link tuneHeapForStreaming} call in this process did, or undefined when nothing
+ * called it (V8 then chooses the growth itself). For logs: the CLIs report it at startup.
+ */
+export function heapTuning(): TuneHeapResult | undefined {
+  return applied;
 }

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { hasErrorCode } from '../src/errors.js';
-import { HEAP_GROWING_PERCENT, tuneHeapForStreaming } from '../src/heap.js';
+import { HEAP_GROWING_PERCENT, heapTuning, tuneHeapForStreaming } from '../src/heap.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/heapGrowth.mjs', import.meta.url));
 
@@ -31,11 +31,12 @@ describe('tuneHeapForStreaming', () => {
     expect(tuned).toBeLessThanOrEqual(1);
   });
 
-  it('keeps a growth factor given on the command line', () => {
+  it('keeps a growth factor given on the command line, and says so', () => {
     expect(tuneHeapForStreaming({ execArgv: ['--heap-growing-percent=150'] })).toEqual({
       percent: 150,
       outcome: 'kept',
     });
+    expect(heapTuning()).toEqual({ percent: 150, outcome: 'kept' });
     expect(
       tuneHeapForStreaming({ execArgv: ['--inspect', '--heap-growing-percent', '80'] }),
     ).toEqual({ percent: 80, outcome: 'kept' });

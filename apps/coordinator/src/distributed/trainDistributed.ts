@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { Server, type ServerCredentials } from '@grpc/grpc-js';
 import {
   describeLayout,
+  heapTuning,
   type Logger,
   readWeights,
   ShardlineError,
@@ -17,6 +18,7 @@ import { createModel } from '@shardline/models';
 import {
   applyServerFlowControlWindow,
   CoordinatorServiceDefinition,
+  CRC32_IMPLEMENTATION,
   type DataType,
   DEFAULT_CHUNK_BYTES,
   JobState,
@@ -167,6 +169,9 @@ export async function trainDistributed(
       address,
       min_workers: settings.minWorkers,
       local_workers: settings.localWorkers,
+      // What the exchange runs with, for anyone comparing its speed across machines.
+      checksum: `crc32-${CRC32_IMPLEMENTATION}`,
+      heap_growing_percent: heapTuning()?.percent ?? 'v8-default',
     });
     reporter.started({
       mode: 'distributed',
