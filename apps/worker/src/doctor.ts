@@ -16,6 +16,7 @@ import {
   selectBackend,
   toShardlineError,
 } from '@shardline/core';
+import { CRC32_IMPLEMENTATION } from '@shardline/protocol';
 import { describeSource, type ResolvedWorkerConfig } from './config.js';
 import { type CoordinatorCheck, checkCoordinator } from './coordinatorCheck.js';
 import {
@@ -67,7 +68,15 @@ export interface DoctorReport {
     libraries: LibraryLookup[];
     cache: CudaCacheReport & { recommended: number; minimum: number };
   };
-  runtime: { node: string; napi: string; platform: string; arch: string; kernel: string };
+  runtime: {
+    node: string;
+    napi: string;
+    platform: string;
+    arch: string;
+    kernel: string;
+    /** The tensor checksum's implementation: `crc32-simd`, `crc32-zlib` or `crc32-portable`. */
+    checksum: string;
+  };
   /** Absent when no coordinator is configured. */
   coordinator?: CoordinatorCheck;
 }
@@ -204,6 +213,12 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
     }
   }
 
+  if (CRC32_IMPLEMENTATION !== 'simd') {
+    warnings.push(
+      `Tensor checksums use ${CRC32_IMPLEMENTATION === 'zlib' ? "Node's zlib" : 'JavaScript'} CRC-32, 2.5 times slower or more than @node-rs/crc32, which is missing: it has no binary for ${process.platform} ${process.arch}, or optional dependencies were left out (npm --omit=optional). Reinstall @shardline/worker with optional dependencies where a binary exists.`,
+    );
+  }
+
   let coordinator: CoordinatorCheck | undefined;
   if (settings.coordinator !== undefined) {
     coordinator = await checkCoordinator({
@@ -234,6 +249,7 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
       platform: process.platform,
       arch: process.arch,
       kernel: release(),
+      checksum: `crc32-${CRC32_IMPLEMENTATION}`,
     },
     ...(coordinator ? { coordinator } : {}),
   };
@@ -315,6 +331,7 @@ export function formatDoctorReport(report: DoctorReport): string {
     ...table([
       ['Node.js', `${rt.node} (N-API ${rt.napi})`],
       ['platform', `${rt.platform} ${rt.arch}, kernel ${rt.kernel}`],
+      ['checksums', rt.checksum],
     ]),
     '',
   );

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { CRC32_IMPLEMENTATION } from '@shardline/protocol';
 import { HealthImplementation } from 'grpc-health-check';
 import { describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../src/doctor.js';
@@ -101,6 +102,12 @@ describe('doctor on this machine (no GPU, native TensorFlow installed but not do
       cudnn: '8.1',
     });
     expect(report.runtime.node).toBe(process.version);
+    // Whether the SIMD binary loads is @shardline/protocol's test; here: reported, and a warning
+    // exactly when the slower fallback runs.
+    expect(report.runtime.checksum).toBe(`crc32-${CRC32_IMPLEMENTATION}`);
+    expect(report.warnings.some((w) => w.startsWith('Tensor checksums use'))).toBe(
+      CRC32_IMPLEMENTATION !== 'simd',
+    );
     expect(report.coordinator).toBeUndefined();
   });
 
