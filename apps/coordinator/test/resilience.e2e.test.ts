@@ -71,23 +71,28 @@ function waitForLog(
   });
 }
 
+/** A small two-epoch MLP job on 4,096 images: the runs these tests interrupt and resume. */
+const SMALL_JOB = [
+  'train',
+  '--model',
+  'mlp',
+  '--epochs',
+  '2',
+  '--batch-size',
+  '64',
+  '--limit-train',
+  '4096',
+  '--limit-test',
+  '200',
+];
+
 /**
- * A small two-epoch job that starts no local workers and waits for one remote worker on
+ * {@link SMALL_JOB} starting no local workers and waiting for one remote worker on
  * 127.0.0.1:`port`, checkpointing every 16 steps into `dir`.
  */
 function remoteJob(port: number, dir: string): string[] {
   return [
-    'train',
-    '--model',
-    'mlp',
-    '--epochs',
-    '2',
-    '--batch-size',
-    '64',
-    '--limit-train',
-    '4096',
-    '--limit-test',
-    '200',
+    ...SMALL_JOB,
     '--local-workers',
     '0',
     '--min-workers',
@@ -108,17 +113,7 @@ describe('checkpoints and --resume', () => {
     timeout: 300_000,
   }, async () => {
     const flags = [
-      'train',
-      '--model',
-      'mlp',
-      '--epochs',
-      '2',
-      '--batch-size',
-      '64',
-      '--limit-train',
-      '4096',
-      '--limit-test',
-      '200',
+      ...SMALL_JOB,
       '--local-workers',
       '2',
       '--listen',
