@@ -3,14 +3,84 @@
  * learning-rate schedules, errors and logging shared by every Shardline package and app.
  */
 
-export * from './atomicFile.js';
-export * from './backends/gpu.js';
-export * from './backends/selectBackend.js';
-export * from './backends/wasmTrainingKernels.js';
-export * from './errors.js';
-export * from './gradients.js';
-export * from './heap.js';
-export * from './logger.js';
-export * from './optimizers.js';
-export * from './params.js';
-export * from './schedules.js';
+export { syncDir, writeFileAtomic } from './atomicFile.js';
+export { detectNvidiaGpus, type GpuProbe } from './backends/gpu.js';
+export {
+  type BackendAttempt,
+  type BackendName,
+  BackendNames,
+  type BackendPreference,
+  type BackendSelection,
+  locateOptional,
+  parseBackendPreference,
+  type SelectBackendOptions,
+  selectBackend,
+} from './backends/selectBackend.js';
+export {
+  registerWasmTrainingKernels,
+  wasmBatchMatMulConfig,
+  wasmConv2DBackpropFilterConfig,
+  wasmConv2DBackpropInputConfig,
+  wasmMaxPoolGradConfig,
+} from './backends/wasmTrainingKernels.js';
+export {
+  formatCount,
+  hasErrorCode,
+  isShardlineError,
+  ShardlineError,
+  type ShardlineErrorCode,
+  ShardlineErrorCodes,
+  type ShardlineErrorOptions,
+  toShardlineError,
+} from './errors.js';
+export {
+  computeGradients,
+  type GradientResult,
+  predictProbabilities,
+  type TrainableModel,
+  type TrainingBatch,
+} from './gradients.js';
+export {
+  HEAP_GROWING_PERCENT,
+  heapTuning,
+  type TuneHeapOptions,
+  type TuneHeapResult,
+  tuneHeapForStreaming,
+} from './heap.js';
+export {
+  createLogger,
+  type LogFields,
+  type LogFormat,
+  type Logger,
+  type LoggerOptions,
+  type LogLevel,
+  LogLevels,
+  type LogSink,
+  parseLogLevel,
+  silentLogger,
+} from './logger.js';
+export {
+  createOptimizer,
+  type Optimizer,
+  type OptimizerKind,
+  OptimizerKinds,
+  type OptimizerOptions,
+  type OptimizerState,
+} from './optimizers.js';
+export {
+  assertFitsLayout,
+  describeLayout,
+  fingerprintOf,
+  type HasTrainableWeights,
+  type ParamLayout,
+  type ParamSlot,
+  readWeights,
+  writeWeights,
+} from './params.js';
+export {
+  createSchedule,
+  type LearningRateSchedule,
+  type ScheduleKind,
+  ScheduleKinds,
+  type ScheduleOptions,
+} from './schedules.js';

@@ -4,17 +4,96 @@
  * seeded augmentation. Everything here works without TensorFlow.js; `toTensors` lives in
  * `@shardline/datasets/tensors`.
  */
-export * from './augment.js';
-export * from './batch.js';
-export * from './descriptors.js';
-export * from './download.js';
-export * from './idx.js';
-export * from './imageSet.js';
-export * from './iterate.js';
-export * from './load.js';
-export * from './locations.js';
-export * from './progress.js';
-export * from './random.js';
-export * from './sampler.js';
+export {
+  type AugmentOptions,
+  type EraseOptions,
+  identityTransform,
+  type Rect,
+  renderTransformed,
+  type SampleTransform,
+  sampleTransform,
+} from './augment.js';
+export {
+  type Batch,
+  type BatchOptions,
+  makeBatch,
+  type NormalizeOptions,
+  pixelLut,
+} from './batch.js';
+export {
+  type DatasetDescriptor,
+  type DatasetFile,
+  type DatasetSplit,
+  datasetFiles,
+  datasetNames,
+  fashionMnist,
+  getDataset,
+  mnist,
+  type PixelStats,
+} from './descriptors.js';
+export {
+  type DownloadAttempt,
+  type DownloadedFile,
+  type DownloadFileOptions,
+  downloadFile,
+  type FetchLike,
+  type FetchResponseLike,
+} from './download.js';
+export {
+  DEFAULT_REMEDY,
+  type DecodeIdxOptions,
+  decodeIdx,
+  encodeIdx,
+  IDX_IMAGES_MAGIC,
+  IDX_LABELS_MAGIC,
+  IDX_UINT8,
+  type IdxArray,
+  isGzip,
+  type ParseIdxOptions,
+  parseIdx,
+  readIdxFile,
+} from './idx.js';
+export { checkImageSet, type ImageSet, imageSize, takeImages } from './imageSet.js';
+export { type IterateBatchesOptions, iterateBatches } from './iterate.js';
+export {
+  type DatasetSource,
+  type LoadDatasetOptions,
+  type LoadedDataset,
+  loadDataset,
+} from './load.js';
+export {
+  DATA_DIR_ENV,
+  type LocationKind,
+  type LocationOptions,
+  type SearchLocation,
+  searchLocations,
+  userCacheDir,
+} from './locations.js';
+export {
+  createProgressReporter,
+  type DownloadProgress,
+  type ProgressCallback,
+  type ProgressMode,
+  type ProgressReporterOptions,
+  type ProgressStream,
+} from './progress.js';
+export { createRng, type Rng, RngStreams, xoshiro128ss } from './random.js';
+export {
+  type BatchShareOptions,
+  batchShare,
+  createEpochPlan,
+  type EpochPlan,
+  type EpochPlanOptions,
+  epochOrder,
+  type IndexRange,
+  identityOrder,
+  type ShardOptions,
+  type ShardRemainder,
+  type StepOptions,
+  shardIndices,
+  shardSize,
+  shareRange,
+  stepsPerEpoch,
+} from './sampler.js';
 // Types only: importing the index must not load TensorFlow.js.
 export type { BatchTensors } from './tensors.js';
