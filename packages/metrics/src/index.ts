@@ -1,8 +1,8 @@
 /**
  * @shardline/metrics: classification metrics on plain typed arrays (accuracy, cross-entropy,
  * top-k, confusion matrix, per-class precision / recall / F1), streaming and mergeable across
- * workers; throughput meters and step-time statistics; a Prometheus text-format registry; and
- * text tables for the CLI. Needs no TensorFlow.js: pass it `tensor.dataSync()` outputs.
+ * workers; throughput meters and step-time statistics; and text tables for the CLI. Needs no
+ * TensorFlow.js: pass it `tensor.dataSync()` outputs.
  *
  * Every declaration carries its own JSDoc; this file only groups the exports.
  */
@@ -43,22 +43,6 @@ export {
   type MeanState,
   type ModelOutputs,
 } from './loss.js';
-// Prometheus exposition.
-export {
-  type Counter,
-  createRegistry,
-  DEFAULT_BUCKETS,
-  type Gauge,
-  type Histogram,
-  type HistogramOptions,
-  type HistogramSnapshot,
-  LABEL_NAME_PATTERN,
-  type LabelValues,
-  METRIC_NAME_PATTERN,
-  type MetricOptions,
-  PROMETHEUS_CONTENT_TYPE,
-  type Registry,
-} from './prometheus.js';
 // Throughput and timing.
 export {
   type Clock,
