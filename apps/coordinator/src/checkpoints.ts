@@ -12,9 +12,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatCount, type OptimizerState, ShardlineError, syncDir } from '@shardline/core';
-import type { EpochMetrics } from './reporter.js';
+import type { EpochMetrics, TrainerCheckpoint } from '@shardline/training';
 import type { TrainConfig } from './trainConfig.js';
-import type { TrainerCheckpoint } from './training/syncTrainer.js';
 
 const FORMAT = 1;
 const NAME = /^step-(\d{9})$/;

@@ -13,12 +13,11 @@ import {
 } from '@shardline/core';
 import { loadDataset } from '@shardline/datasets';
 import { createModel } from '@shardline/models';
-import { createLocalWorker } from '@shardline/worker';
+import { createLocalWorker, fixedMembership, runSynchronousTraining } from '@shardline/training';
 import { checkpointOptions, finishRun, type RunControl, type TrainResult } from './job.js';
 import type { Reporter } from './reporter.js';
 import { prepareOutDir } from './runOutputs.js';
 import type { TrainConfig } from './trainConfig.js';
-import { fixedMembership, runSynchronousTraining } from './training/syncTrainer.js';
 
 export type { TrainResult } from './job.js';
 

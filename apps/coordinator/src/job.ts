@@ -3,12 +3,12 @@
  * checkpoints, and the final outputs and `done` event.
  */
 import { type Logger, type ParamLayout, ShardlineError } from '@shardline/core';
+import type { EpochMetrics, SyncTrainingOptions, SyncTrainingResult } from '@shardline/training';
 import type * as tf from '@tensorflow/tfjs';
 import { assertResumable, readLatestCheckpoint, writeCheckpoint } from './checkpoints.js';
-import type { EpochMetrics, Reporter } from './reporter.js';
+import type { Reporter } from './reporter.js';
 import { writeRunOutputs } from './runOutputs.js';
 import type { TrainConfig } from './trainConfig.js';
-import type { SyncTrainingOptions, SyncTrainingResult } from './training/syncTrainer.js';
 
 /** The outcome of a run: finished (model and summary written) or stopped at a checkpoint. */
 export interface TrainResult {

@@ -4,26 +4,7 @@
  * `worker_left`, `epoch_end`, `done`); with `text` people get readable lines on stdout and, on
  * a terminal, a progress bar per epoch on stderr.
  */
-
-/** The metrics `epoch_end` and `done` carry (design.md's contract). */
-export interface EpochMetrics {
-  epoch: number;
-  train_loss: number;
-  train_accuracy: number;
-  test_loss: number;
-  test_accuracy: number;
-  images_per_second: number;
-  workers: number;
-  step: number;
-  /** Per-step means over the epoch, in seconds: whole step, slowest compute, exchange, optimizer. */
-  step_seconds?: number;
-  compute_seconds?: number;
-  exchange_seconds?: number;
-  optimizer_seconds?: number;
-  /** Tensor bytes sent to / received from workers during the epoch (distributed mode). */
-  bytes_sent?: number;
-  bytes_received?: number;
-}
+import type { EpochMetrics, TrainingEvents } from '@shardline/training';
 
 /** Fields of the `started` event. */
 export interface StartedInfo {
@@ -41,24 +22,11 @@ export interface StartedInfo {
   [key: string]: unknown;
 }
 
-/** Progress within an epoch, for the progress bar. */
-export interface StepProgress {
-  epoch: number;
-  epochs: number;
-  stepInEpoch: number;
-  stepsPerEpoch: number;
-  loss: number;
-  accuracy: number;
-  imagesPerSecond: number;
-}
-
-/** Receives the run's events. */
-export interface Reporter {
+/** Receives the run's events: the trainer's (progress, epoch ends) and the job's around them. */
+export interface Reporter extends TrainingEvents {
   started(info: StartedInfo): void;
   workerJoined(info: { worker: string; [key: string]: unknown }): void;
   workerLeft(info: { worker: string; reason: string; [key: string]: unknown }): void;
-  progress(progress: StepProgress): void;
-  epochEnd(metrics: EpochMetrics): void;
   done(
     metrics: EpochMetrics & { model_path: string; summary_path: string; [key: string]: unknown },
   ): void;

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { type ParamLayout, ShardlineError, writeFileAtomic } from '@shardline/core';
 import type { ClassificationReport } from '@shardline/metrics';
 import { saveModel } from '@shardline/models';
+import type { EpochMetrics } from '@shardline/training';
 import type * as tf from '@tensorflow/tfjs';
-import type { EpochMetrics } from './reporter.js';
 import type { TrainConfig } from './trainConfig.js';
 
 /** Everything summary.json records. */

@@ -10,8 +10,6 @@ export * from './config.js';
 export * from './coordinatorCheck.js';
 export * from './doctor.js';
 export * from './gpuEnvironment.js';
-export * from './localWorker.js';
 export * from './nativeProbe.js';
 export * from './program.js';
 export * from './session.js';
-export * from './trainingWorker.js';

@@ -36,10 +36,9 @@ import {
   type TrainResponse,
   writeMessages,
 } from '@shardline/protocol';
+import { createLocalWorker, type WeightsSnapshot, warmUp } from '@shardline/training';
 import { retryWithBackoff } from './backoff.js';
-import { createLocalWorker, warmUp } from './localWorker.js';
 import { plaintextChannel, tlsFailure, type WorkerChannel } from './security.js';
-import type { WeightsSnapshot } from './trainingWorker.js';
 
 /** Settings of one worker process. */
 export interface WorkerOptions {

@@ -30,9 +30,8 @@ import {
   toGrpcStatus,
   WorkerState,
 } from '@shardline/protocol';
-import type { TrainingWorker } from '@shardline/worker';
+import type { Membership, TrainingWorker } from '@shardline/training';
 import type { Reporter } from '../reporter.js';
-import type { Membership } from '../training/syncTrainer.js';
 import {
   createRemoteWorker,
   createWeightsEncoder,

@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { ShardlineError } from '@shardline/core';
-import { EXIT_COORDINATOR_STOPPED, WORKER_ENV_VARIABLES } from '@shardline/worker';
+import { EXIT_COORDINATOR_STOPPED } from '@shardline/training';
 
 /** Where the `shardline-worker` program of the installed @shardline/worker lives. */
 export function workerCliPath(): string {
@@ -39,16 +39,18 @@ export interface LocalWorkers {
 /**
  * Local workers take their settings from the coordinator (its arguments and `overrides`), never
  * from SHARDLINE_* variables this process happens to inherit: those may be meant for another
- * worker on the machine (a token file, TLS files, a config file, --no-download) and would
- * override or contradict what the coordinator decided. SHARDLINE_DATA_DIR stays: it means the
- * same folder to both programs.
+ * worker on the machine (a token file, TLS files, a config file, --no-download) or for the
+ * coordinator itself, and would override or contradict what the coordinator decided.
+ * SHARDLINE_DATA_DIR stays: it means the same folder to both programs. Every SHARDLINE_*
+ * variable goes, not only the worker's current ones, so a setting added to the worker later is
+ * covered without the coordinator having to know it.
  */
 const INHERITED_WORKER_VARIABLES = new Set(['SHARDLINE_DATA_DIR']);
 
 function childEnv(overrides: Record<string, string | undefined> | undefined): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of WORKER_ENV_VARIABLES) {
-    if (!INHERITED_WORKER_VARIABLES.has(name)) delete env[name];
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (!name.startsWith('SHARDLINE_') || INHERITED_WORKER_VARIABLES.has(name)) env[name] = value;
   }
   for (const [name, value] of Object.entries(overrides ?? {})) {
     if (value === undefined) delete env[name];

@@ -25,7 +25,7 @@ import type {
   ShareResult,
   TrainingWorker,
   WeightsSnapshot,
-} from '@shardline/worker';
+} from '@shardline/training';
 
 /** Builds each weights version's messages once, however many workers need them. */
 export interface WeightsEncoder {

@@ -25,12 +25,12 @@ import {
   SERVER_OPTIONS,
   StopReason,
 } from '@shardline/protocol';
+import { runSynchronousTraining } from '@shardline/training';
 import { HealthImplementation } from 'grpc-health-check';
 import { checkpointOptions, finishRun, type RunControl, type TrainResult } from '../job.js';
 import type { Reporter } from '../reporter.js';
 import { prepareOutDir } from '../runOutputs.js';
 import type { TrainConfig } from '../trainConfig.js';
-import { runSynchronousTraining } from '../training/syncTrainer.js';
 import { createCluster } from './cluster.js';
 import { type HealthPort, serveHealthPort } from './healthListen.js';
 import { type LocalWorkers, startLocalWorkers } from './localProcesses.js';

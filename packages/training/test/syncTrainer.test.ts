@@ -1,15 +1,12 @@
 import { describeLayout, readWeights, selectBackend, silentLogger } from '@shardline/core';
 import { type LoadedDataset, loadDataset } from '@shardline/datasets';
 import { createModel } from '@shardline/models';
-import { createLocalWorker } from '@shardline/worker';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { EpochMetrics, Reporter } from '../src/reporter.js';
-import type { TrainConfig } from '../src/trainConfig.js';
-import {
-  averageGradients,
-  fixedMembership,
-  runSynchronousTraining,
-} from '../src/training/syncTrainer.js';
+import { averageGradients } from '../src/averageGradients.js';
+import { fixedMembership } from '../src/contract.js';
+import type { EpochMetrics, TrainingEvents } from '../src/events.js';
+import { createLocalWorker } from '../src/localWorker.js';
+import { runSynchronousTraining, type TrainerConfig } from '../src/syncTrainer.js';
 
 let data: LoadedDataset;
 beforeAll(async () => {
@@ -17,10 +14,16 @@ beforeAll(async () => {
   data = await loadDataset('fashion-mnist', { limitTrain: 256, limitTest: 64, download: false });
 });
 
-const config = (over: Partial<TrainConfig> = {}): TrainConfig => ({
+/** The trainer's settings plus what the test's workers are built with. */
+type TestConfig = TrainerConfig & {
+  model: string;
+  seed: number;
+  augment: boolean;
+  evalBatchSize: number;
+};
+
+const config = (over: Partial<TestConfig> = {}): TestConfig => ({
   model: 'fast-cnn',
-  dataset: 'fashion-mnist',
-  download: false,
   epochs: 1,
   batchSize: 64,
   learningRate: 0.01,
@@ -30,30 +33,15 @@ const config = (over: Partial<TrainConfig> = {}): TrainConfig => ({
   schedule: 'constant',
   warmupEpochs: 0,
   seed: 3,
-  backend: 'wasm',
-  limitTrain: 0,
-  limitTest: 0,
   evalBatchSize: 64,
   augment: false,
-  out: 'unused',
-  resume: false,
-  checkpointEvery: 0,
-  keepCheckpoints: 3,
-  logFormat: 'json',
   ...over,
 });
 
-const quiet: Reporter = {
-  started() {},
-  workerJoined() {},
-  workerLeft() {},
-  progress() {},
-  epochEnd() {},
-  done() {},
-};
+const quiet: TrainingEvents = { progress() {}, epochEnd() {} };
 
 /** Trains with `workers` local workers (each its own model replica) and returns the final weights. */
-async function train(workers: number, cfg: TrainConfig) {
+async function train(workers: number, cfg: TestConfig) {
   const replicas = Array.from({ length: workers }, () =>
     createModel(cfg.model, { seed: cfg.seed }),
   );

@@ -18,7 +18,7 @@ import type {
   ShareResult,
   TrainingWorker,
   WeightsSnapshot,
-} from './trainingWorker.js';
+} from './contract.js';
 
 /** What a local worker computes with. */
 export interface LocalWorkerOptions {
@@ -70,7 +70,10 @@ export function createLocalWorker(options: LocalWorkerOptions): TrainingWorker {
     async computeShare(
       assignment: ShareAssignment,
       weights: WeightsSnapshot,
+      signal?: AbortSignal,
     ): Promise<ShareResult> {
+      // The computation below runs to its end once started (tfjs kernels cannot be interrupted).
+      signal?.throwIfAborted();
       const started = performance.now();
       sync(weights);
       const indices = planFor(assignment.epoch).share(
@@ -97,7 +100,12 @@ export function createLocalWorker(options: LocalWorkerOptions): TrainingWorker {
       const result = computeGradients(model, batch, layout, gradient);
       return { ...result, computeSeconds: (performance.now() - started) / 1000 };
     },
-    async evaluate(slice: EvalAssignment, weights: WeightsSnapshot): Promise<ClassificationState> {
+    async evaluate(
+      slice: EvalAssignment,
+      weights: WeightsSnapshot,
+      signal?: AbortSignal,
+    ): Promise<ClassificationState> {
+      signal?.throwIfAborted();
       sync(weights);
       return evaluateSlice(model, test, slice, options.classNames, options.evalBatchSize);
     },

@@ -1,7 +1,8 @@
 /**
- * What the synchronous trainer needs from a worker, wherever it runs: in this process (the
- * `--in-process` mode) or in another process across gRPC. The trainer's loop is the same for
- * both, so the two modes cannot drift apart.
+ * The training contract between the coordinator and its workers: what the synchronous trainer
+ * needs from a worker, wherever it runs (in this process for `--in-process`, or in another
+ * process across gRPC), and from the membership that supplies workers for each step. The
+ * trainer's loop is the same for both, so the two modes cannot drift apart.
  */
 import type { ClassificationState } from '@shardline/metrics';
 
@@ -43,7 +44,14 @@ export interface EvalAssignment {
   end: number;
 }
 
-/** A worker as the trainer sees it. */
+/**
+ * A worker as the trainer sees it.
+ *
+ * Cancellation: when `signal` aborts (the run was cancelled, or the step's deadline passed), the
+ * returned promise rejects promptly with `signal.reason`, even if the computation itself cannot
+ * be interrupted; the trainer turns a deadline's `TimeoutError` into a TIMEOUT that names the
+ * worker and drops it.
+ */
 export interface TrainingWorker {
   readonly id: string;
   readonly name: string;
@@ -59,4 +67,22 @@ export interface TrainingWorker {
     weights: WeightsSnapshot,
     signal?: AbortSignal,
   ): Promise<ClassificationState>;
+}
+
+/** Where the trainer gets its members from for each step. */
+export interface Membership {
+  /** The workers taking part in the next step, in rank order; waits while there are too few. */
+  members(signal?: AbortSignal): Promise<readonly TrainingWorker[]>;
+  /** Bytes of tensors sent to and received from workers so far (absent in-process). */
+  traffic?(): { sent: number; received: number };
+  /**
+   * Removes a member that failed or missed its deadline: it gets no more work. Absent when
+   * members cannot be replaced (in-process): then a failure fails the job.
+   */
+  drop?(worker: TrainingWorker, reason: string): void;
+}
+
+/** A membership that never changes: the in-process worker, or a fixed test group. */
+export function fixedMembership(workers: readonly TrainingWorker[]): Membership {
+  return { members: async () => workers };
 }

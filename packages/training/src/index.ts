@@ -1,0 +1,33 @@
+/**
+ * @shardline/training: the contract the coordinator and its workers share (the worker
+ * interface, shares, weights snapshots, membership, exit statuses), the in-process worker, and
+ * the synchronous data-parallel trainer that runs over any of them. Both apps import it; neither
+ * imports the other (as nice-grpc-common sits under nice-grpc's client and server).
+ */
+
+export { averageGradients } from './averageGradients.js';
+export {
+  type EvalAssignment,
+  fixedMembership,
+  type Membership,
+  type ShareAssignment,
+  type ShareResult,
+  type TrainingWorker,
+  type WeightsSnapshot,
+} from './contract.js';
+export type { EpochMetrics, StepProgress, TrainingEvents } from './events.js';
+export { EXIT_COORDINATOR_STOPPED } from './exitCodes.js';
+export {
+  createLocalWorker,
+  evaluateSlice,
+  type LocalWorkerOptions,
+  warmUp,
+} from './localWorker.js';
+export {
+  type RunningSums,
+  runSynchronousTraining,
+  type SyncTrainingOptions,
+  type SyncTrainingResult,
+  type TrainerCheckpoint,
+  type TrainerConfig,
+} from './syncTrainer.js';
