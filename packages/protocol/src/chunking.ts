@@ -222,6 +222,253 @@ export interface TensorAssembler {
   reset(): void;
 }
 
+/** The fields of a transfer's first chunk that {@link checkTransferHeader} reads. */
+export type TransferHeaderChunk = Pick<
+  TensorChunk,
+  'transferId' | 'chunkIndex' | 'chunkCount' | 'totalBytes' | 'meta'
+>;
+
+/** What {@link checkTransferHeader} found valid in a transfer's first chunk. */
+export interface TransferHeader {
+  /** The transfer id, not empty. */
+  transferId: string;
+  /** The metadata: consistent with itself and with the assembler's expectations. */
+  meta: TensorMeta;
+  /** How many chunks the transfer has: possible for `totalBytes` and the chunk size limit. */
+  chunkCount: number;
+  /** The payload size in bytes: element count times the dtype's width, within the size limit. */
+  totalBytes: number;
+}
+
+/** Said after every refusal that discards a transfer in progress. */
+const RESEND = 'The transfer was discarded: the sender must send the tensor again, in order.';
+
+/** A refusal of the transfer `label` names: every detail object carries the label. */
+function transferError(
+  code: ShardlineErrorCode,
+  label: string,
+  message: string,
+  details: Record<string, unknown>,
+): ShardlineError {
+  return new ShardlineError(code, message, { details: { label, ...details } });
+}
+
+/**
+ * Checks a transfer's first chunk (its header fields and TensorMeta) against the limits and
+ * expectations of a {@link createTensorAssembler} with the same options, before any payload
+ * memory is allocated, and returns the facts it checked. Pure: it reads nothing but its
+ * arguments. The assembler runs it on every chunk 0; other receivers can run it to refuse a
+ * transfer early.
+ *
+ * Throws a {@link ShardlineError}, in this order of checks: `INVALID_ARGUMENT` for an empty
+ * transfer id; `DATA_CORRUPT` when the chunk is not chunk 0; `INVALID_ARGUMENT` for missing
+ * metadata, a chunk count under 1, `total_bytes` over `maxTensorBytes` or an unsupported dtype;
+ * `MISMATCH` for a dtype outside `expectedDtypes`, a shape that disagrees with the element count,
+ * an element count that disagrees with `total_bytes`, an element count other than
+ * `expectedElementCount` or a fingerprint other than `expectedFingerprint`; `INVALID_ARGUMENT`
+ * for a chunk count that `total_bytes` cannot be cut into with chunks of at most
+ * `maxChunkBytes`.
+ *
+ * @example
+ * ```ts
+ * const header = checkTransferHeader(firstChunk, {
+ *   maxTensorBytes: layout.size * 4,
+ *   expectedFingerprint: layout.fingerprint,
+ *   label: 'weights',
+ * });
+ * console.log(`${header.totalBytes} bytes in ${header.chunkCount} chunks`);
+ * ```
+ */
+export function checkTransferHeader(
+  header: TransferHeaderChunk,
+  options: TensorAssemblerOptions = {},
+): TransferHeader {
+  const label = options.label ?? 'tensor';
+  requireTransferId(header.transferId, label);
+  const meta = requireStart(header, label);
+  // Every size check happens here, before the payload buffer is allocated: a hostile or
+  // buggy total_bytes must not make us reserve gigabytes.
+  checkSizeLimit(header, options.maxTensorBytes ?? DEFAULT_MAX_TENSOR_BYTES, label);
+  checkMeta(header, meta, options, label);
+  checkChunkCount(header, options.maxChunkBytes ?? MAX_CHUNK_BYTES, label);
+  return {
+    transferId: header.transferId,
+    meta,
+    chunkCount: header.chunkCount,
+    totalBytes: header.totalBytes,
+  };
+}
+
+function requireTransferId(transferId: string, label: string): void {
+  if (transferId === '') {
+    throw transferError(
+      'INVALID_ARGUMENT',
+      label,
+      `A ${label} chunk has no transfer id: expected a non-empty transfer_id on every chunk. ` +
+        'Fix the sender (chunkTensor sets one).',
+      {},
+    );
+  }
+}
+
+/** Chunk 0 with metadata and a chunk count: what every transfer must start with. */
+function requireStart(header: TransferHeaderChunk, label: string): TensorMeta {
+  const id = header.transferId;
+  if (header.chunkIndex !== 0) {
+    throw transferError(
+      'DATA_CORRUPT',
+      label,
+      `The ${label} transfer ${id} is missing its start: expected chunk 0 of a new transfer, found ` +
+        `chunk ${header.chunkIndex} of ${header.chunkCount}. ${RESEND}`,
+      { transferId: id, expected: 0, found: header.chunkIndex },
+    );
+  }
+  const meta = header.meta;
+  if (meta === undefined) {
+    throw transferError(
+      'INVALID_ARGUMENT',
+      label,
+      `The first chunk of the ${label} transfer ${id} has no TensorMeta: expected dtype, shape and ` +
+        `element count on chunk 0, found none. The sender must set meta on chunk 0 (chunkTensor does).`,
+      { transferId: id },
+    );
+  }
+  if (header.chunkCount < 1) {
+    throw transferError(
+      'INVALID_ARGUMENT',
+      label,
+      `The ${label} transfer ${id} says it has ${header.chunkCount} chunks: expected at least 1 ` +
+        `(an empty tensor is one empty chunk). Fix the sender's chunk_count.`,
+      { transferId: id, chunkCount: header.chunkCount },
+    );
+  }
+  return meta;
+}
+
+function checkSizeLimit(header: TransferHeaderChunk, maxTensorBytes: number, label: string): void {
+  if (header.totalBytes > maxTensorBytes) {
+    const id = header.transferId;
+    throw transferError(
+      'INVALID_ARGUMENT',
+      label,
+      `The ${label} transfer ${id} is too large: expected at most ${formatCount(maxTensorBytes)} ` +
+        `bytes, found total_bytes ${formatCount(header.totalBytes)}. Send a smaller tensor, or raise ` +
+        'maxTensorBytes if this size is legitimate.',
+      { transferId: id, limit: maxTensorBytes, found: header.totalBytes },
+    );
+  }
+}
+
+/** The dtype, shape, element count and fingerprint: consistent, and as the options expect. */
+function checkMeta(
+  header: TransferHeaderChunk,
+  meta: TensorMeta,
+  options: TensorAssemblerOptions,
+  label: string,
+): void {
+  const id = header.transferId;
+  const width = checkDtype(id, meta, options.expectedDtypes, label);
+  const fromShape = elementCountOf(meta.shape);
+  if (fromShape !== meta.elementCount) {
+    throw transferError(
+      'MISMATCH',
+      label,
+      `The ${label} transfer ${id} has inconsistent metadata: shape [${meta.shape.join(', ')}] ` +
+        `holds ${formatCount(fromShape)} elements, element_count says ${formatCount(meta.elementCount)}. ` +
+        'The sender must set element_count to the product of the shape.',
+      { transferId: id, shape: meta.shape, elementCount: meta.elementCount },
+    );
+  }
+  if (meta.elementCount * width !== header.totalBytes) {
+    throw transferError(
+      'MISMATCH',
+      label,
+      `The ${label} transfer ${id} has inconsistent sizes: ${formatCount(meta.elementCount)} ` +
+        `${dtypeName(meta.dtype)} elements need ${formatCount(meta.elementCount * width)} bytes, ` +
+        `total_bytes says ${formatCount(header.totalBytes)}. The sender encoded the payload with ` +
+        'another dtype than it declared, or miscounted.',
+      { transferId: id, expected: meta.elementCount * width, found: header.totalBytes },
+    );
+  }
+  if (
+    options.expectedElementCount !== undefined &&
+    meta.elementCount !== options.expectedElementCount
+  ) {
+    throw transferError(
+      'MISMATCH',
+      label,
+      `The ${label} transfer ${id} has the wrong size: expected ${formatCount(options.expectedElementCount)} ` +
+        `elements, found ${formatCount(meta.elementCount)}. Make sure every process builds the same model.`,
+      { transferId: id, expected: options.expectedElementCount, found: meta.elementCount },
+    );
+  }
+  if (
+    options.expectedFingerprint !== undefined &&
+    meta.layoutFingerprint !== options.expectedFingerprint
+  ) {
+    throw transferError(
+      'MISMATCH',
+      label,
+      `The ${label} transfer ${id} was made for a different model: expected layout fingerprint ` +
+        `${options.expectedFingerprint}, found ${meta.layoutFingerprint || '(none)'}. Make sure every ` +
+        'process builds the same model with the same hyperparameters.',
+      { transferId: id, expected: options.expectedFingerprint, found: meta.layoutFingerprint },
+    );
+  }
+}
+
+/** A dtype this receiver decodes and the options allow; returns its width in bytes. */
+function checkDtype(
+  id: string,
+  meta: TensorMeta,
+  expectedDtypes: readonly DataType[] | undefined,
+  label: string,
+): number {
+  let width: number;
+  try {
+    width = bytesPerElement(meta.dtype);
+  } catch {
+    throw transferError(
+      'INVALID_ARGUMENT',
+      label,
+      `The ${label} transfer ${id} has an unsupported dtype: expected float32, float16 or bfloat16, ` +
+        `found ${dtypeName(meta.dtype)}. The sender is newer than this receiver or broken: run the ` +
+        'same Shardline release everywhere.',
+      { transferId: id, found: meta.dtype },
+    );
+  }
+  if (expectedDtypes && !expectedDtypes.includes(meta.dtype)) {
+    throw transferError(
+      'MISMATCH',
+      label,
+      `The ${label} transfer ${id} has the wrong dtype: expected ` +
+        `${expectedDtypes.map(dtypeName).join(' or ')}, found ${dtypeName(meta.dtype)}. ` +
+        "The sender must encode tensors in the job's dtype.",
+      { transferId: id, found: meta.dtype },
+    );
+  }
+  return width;
+}
+
+/** A chunk count that total_bytes can be cut into, in non-empty chunks of at most maxChunkBytes. */
+function checkChunkCount(header: TransferHeaderChunk, maxChunkBytes: number, label: string): void {
+  const { transferId: id, chunkCount, totalBytes } = header;
+  const minChunks = totalBytes === 0 ? 1 : Math.ceil(totalBytes / maxChunkBytes);
+  const maxChunks = Math.max(1, totalBytes);
+  if (chunkCount < minChunks || chunkCount > maxChunks) {
+    throw transferError(
+      'INVALID_ARGUMENT',
+      label,
+      `The ${label} transfer ${id} cannot be cut into ${formatCount(chunkCount)} chunks: ` +
+        `${formatCount(totalBytes)} bytes in non-empty chunks of at most ` +
+        `${formatCount(maxChunkBytes)} bytes need ${formatCount(minChunks)} to ${formatCount(maxChunks)}. ` +
+        'Fix the sender, or raise maxChunkBytes if its chunk size is legitimate.',
+      { transferId: id, chunkCount, minChunks, maxChunks },
+    );
+  }
+}
+
+/** A transfer in progress. */
 interface Transfer {
   id: string;
   meta: TensorMeta;
@@ -233,6 +480,144 @@ interface Transfer {
   bytes: Uint8Array;
 }
 
+/** A chunk that continues the transfer in progress: its transfer id and nothing else. */
+function checkSameTransfer(t: Transfer, chunk: TensorChunk, label: string): void {
+  requireTransferId(chunk.transferId, label);
+  if (chunk.transferId !== t.id) {
+    throw transferError(
+      'DATA_CORRUPT',
+      label,
+      `The ${label} transfer ${t.id} was cut short: expected chunk ${t.next} of ${t.count}, found ` +
+        `chunk ${chunk.chunkIndex} of another transfer (${chunk.transferId}). Chunks ${t.next} to ` +
+        `${t.count - 1} are missing. ${RESEND}`,
+      { transferId: t.id, expected: t.next, found: chunk.chunkIndex, other: chunk.transferId },
+    );
+  }
+}
+
+/** The chunk's place in the transfer: the next index, the same header, the next byte offset. */
+function checkPlacement(t: Transfer, chunk: TensorChunk, label: string): void {
+  const index = chunk.chunkIndex;
+  if (index !== t.next) {
+    const what =
+      index < t.next
+        ? `chunk ${index} again (a duplicate, or chunks out of order)`
+        : `chunk ${index}: chunk${index - t.next > 1 ? `s ${t.next} to ${index - 1} are` : ` ${t.next} is`} missing`;
+    throw transferError(
+      'DATA_CORRUPT',
+      label,
+      `The ${label} transfer ${t.id} is out of order: expected chunk ${t.next} of ${t.count}, found ${what}. ${RESEND}`,
+      { transferId: t.id, expected: t.next, found: index },
+    );
+  }
+  if (chunk.chunkCount !== t.count || chunk.totalBytes !== t.total) {
+    throw transferError(
+      'DATA_CORRUPT',
+      label,
+      `Chunk ${index} of the ${label} transfer ${t.id} disagrees with chunk 0: expected ${t.count} ` +
+        `chunks and ${formatCount(t.total)} bytes, found ${chunk.chunkCount} chunks and ` +
+        `${formatCount(chunk.totalBytes)} bytes. Two transfers were mixed up. ${RESEND}`,
+      { transferId: t.id, index },
+    );
+  }
+  if (index > 0 && chunk.meta !== undefined && !sameMeta(chunk.meta, t.meta)) {
+    throw transferError(
+      'DATA_CORRUPT',
+      label,
+      `Chunk ${index} of the ${label} transfer ${t.id} carries other metadata than chunk 0 ` +
+        `(dtype, shape, fingerprint, version or step differ). Two transfers were mixed up. ${RESEND}`,
+      { transferId: t.id, index },
+    );
+  }
+  if (chunk.byteOffset !== t.received) {
+    throw transferError(
+      'DATA_CORRUPT',
+      label,
+      `Chunk ${index} of the ${label} transfer ${t.id} is at the wrong offset: expected byte ` +
+        `${formatCount(t.received)} (the size of the chunks before it), found ${formatCount(chunk.byteOffset)}. ${RESEND}`,
+      { transferId: t.id, index, expected: t.received, found: chunk.byteOffset },
+    );
+  }
+}
+
+function sameMeta(a: TensorMeta, b: TensorMeta): boolean {
+  return (
+    a.dtype === b.dtype &&
+    a.elementCount === b.elementCount &&
+    a.layoutFingerprint === b.layoutFingerprint &&
+    a.version === b.version &&
+    a.step === b.step &&
+    a.shape.length === b.shape.length &&
+    a.shape.every((d, i) => d === b.shape[i])
+  );
+}
+
+/** The chunk's data: within the chunk size limit, not empty, not past total_bytes. */
+function checkData(t: Transfer, chunk: TensorChunk, maxChunkBytes: number, label: string): void {
+  const index = chunk.chunkIndex;
+  const size = chunk.data.byteLength;
+  if (size > maxChunkBytes) {
+    throw transferError(
+      'INVALID_ARGUMENT',
+      label,
+      `Chunk ${index} of the ${label} transfer ${t.id} is too large: expected at most ` +
+        `${formatCount(maxChunkBytes)} bytes, found ${formatCount(size)}. The sender must use the job's chunk size.`,
+      { transferId: t.id, index, limit: maxChunkBytes, found: size },
+    );
+  }
+  if (size === 0 && t.total > 0) {
+    throw transferError(
+      'DATA_CORRUPT',
+      label,
+      `Chunk ${index} of the ${label} transfer ${t.id} is empty: expected data, as only an empty ` +
+        `tensor travels in an empty chunk. ${RESEND}`,
+      { transferId: t.id, index },
+    );
+  }
+  if (t.received + size > t.total) {
+    throw transferError(
+      'DATA_CORRUPT',
+      label,
+      `The ${label} transfer ${t.id} overflows: chunk ${index} ends at byte ` +
+        `${formatCount(t.received + size)}, expected at most total_bytes ${formatCount(t.total)}. ${RESEND}`,
+      { transferId: t.id, index, expected: t.total, found: t.received + size },
+    );
+  }
+}
+
+/** A transfer whose last chunk arrived: every byte received, the checksum right. */
+function checkComplete(t: Transfer, last: TensorChunk, label: string): void {
+  if (t.received !== t.total) {
+    throw transferError(
+      'DATA_CORRUPT',
+      label,
+      `The ${label} transfer ${t.id} is truncated: expected ${formatCount(t.total)} bytes over ` +
+        `${t.count} chunks, found ${formatCount(t.received)}. ${RESEND}`,
+      { transferId: t.id, expected: t.total, found: t.received },
+    );
+  }
+  if (last.payloadCrc32 >>> 0 !== t.crc) {
+    throw transferError(
+      'DATA_CORRUPT',
+      label,
+      `The ${label} transfer ${t.id} fails its checksum: expected CRC-32 ${hex(last.payloadCrc32)} ` +
+        `(from the last chunk), computed ${hex(t.crc)} over the ${formatCount(t.total)} bytes received. ` +
+        `The payload was damaged or reassembled wrongly. ${RESEND}`,
+      { transferId: t.id, expected: last.payloadCrc32 >>> 0, found: t.crc },
+    );
+  }
+}
+
+function streamEndedError(t: Transfer, label: string): ShardlineError {
+  return transferError(
+    'DATA_CORRUPT',
+    label,
+    `The stream ended in the middle of the ${label} transfer ${t.id}: expected ${t.count} chunks ` +
+      `(${formatCount(t.total)} bytes), received ${t.next} (${formatCount(t.received)} bytes). ${RESEND}`,
+    { transferId: t.id, expected: t.count, found: t.next },
+  );
+}
+
 /**
  * Creates a {@link TensorAssembler}: it accepts the chunks of one transfer after another, in
  * order, checks each against the rules of the wire format and returns the tensor when the last
@@ -240,7 +625,8 @@ interface Transfer {
  * `DATA_CORRUPT` for chunks out of order, duplicated or missing, wrong offsets, byte totals that
  * do not add up, fields that change mid-transfer and checksum mismatches; `MISMATCH` for
  * metadata that disagrees with itself (shape, element count, dtype, byte total) or with the
- * expectations given; `INVALID_ARGUMENT` for malformed chunks and sizes over the limits.
+ * expectations given; `INVALID_ARGUMENT` for malformed chunks and sizes over the limits. Chunk 0
+ * is checked by {@link checkTransferHeader}.
  *
  * @example
  * ```ts
@@ -254,288 +640,63 @@ interface Transfer {
  * ```
  */
 export function createTensorAssembler(options: TensorAssemblerOptions = {}): TensorAssembler {
-  const maxTensorBytes = options.maxTensorBytes ?? DEFAULT_MAX_TENSOR_BYTES;
   const maxChunkBytes = options.maxChunkBytes ?? MAX_CHUNK_BYTES;
   const label = options.label ?? 'tensor';
   let current: Transfer | undefined;
   let spare: Uint8Array | undefined; // the last payload buffer, when reuseBuffer is set
 
-  function fail(
-    code: ShardlineErrorCode,
-    message: string,
-    details: Record<string, unknown>,
-  ): never {
-    current = undefined; // a broken transfer is never resumed
-    throw new ShardlineError(code, message, { details: { label, ...details } });
-  }
-  const resend = 'The transfer was discarded: the sender must send the tensor again, in order.';
-
   function start(chunk: TensorChunk): Transfer {
-    const id = chunk.transferId;
-    if (chunk.chunkIndex !== 0) {
-      return fail(
-        'DATA_CORRUPT',
-        `The ${label} transfer ${id} is missing its start: expected chunk 0 of a new transfer, found ` +
-          `chunk ${chunk.chunkIndex} of ${chunk.chunkCount}. ${resend}`,
-        { transferId: id, expected: 0, found: chunk.chunkIndex },
-      );
-    }
-    const meta = chunk.meta;
-    if (meta === undefined) {
-      return fail(
-        'INVALID_ARGUMENT',
-        `The first chunk of the ${label} transfer ${id} has no TensorMeta: expected dtype, shape and ` +
-          `element count on chunk 0, found none. The sender must set meta on chunk 0 (chunkTensor does).`,
-        { transferId: id },
-      );
-    }
-    if (chunk.chunkCount < 1) {
-      return fail(
-        'INVALID_ARGUMENT',
-        `The ${label} transfer ${id} says it has ${chunk.chunkCount} chunks: expected at least 1 ` +
-          `(an empty tensor is one empty chunk). Fix the sender's chunk_count.`,
-        { transferId: id, chunkCount: chunk.chunkCount },
-      );
-    }
-    // Every size check happens here, before the payload buffer is allocated: a hostile or
-    // buggy total_bytes must not make us reserve gigabytes.
-    if (chunk.totalBytes > maxTensorBytes) {
-      return fail(
-        'INVALID_ARGUMENT',
-        `The ${label} transfer ${id} is too large: expected at most ${formatCount(maxTensorBytes)} ` +
-          `bytes, found total_bytes ${formatCount(chunk.totalBytes)}. Send a smaller tensor, or raise ` +
-          'maxTensorBytes if this size is legitimate.',
-        { transferId: id, limit: maxTensorBytes, found: chunk.totalBytes },
-      );
-    }
-    let width: number;
-    try {
-      width = bytesPerElement(meta.dtype);
-    } catch {
-      fail(
-        'INVALID_ARGUMENT',
-        `The ${label} transfer ${id} has an unsupported dtype: expected float32, float16 or bfloat16, ` +
-          `found ${dtypeName(meta.dtype)}. The sender is newer than this receiver or broken: run the ` +
-          'same Shardline release everywhere.',
-        { transferId: id, found: meta.dtype },
-      );
-    }
-    if (options.expectedDtypes && !options.expectedDtypes.includes(meta.dtype)) {
-      fail(
-        'MISMATCH',
-        `The ${label} transfer ${id} has the wrong dtype: expected ` +
-          `${options.expectedDtypes.map(dtypeName).join(' or ')}, found ${dtypeName(meta.dtype)}. ` +
-          "The sender must encode tensors in the job's dtype.",
-        { transferId: id, found: meta.dtype },
-      );
-    }
-    const fromShape = elementCountOf(meta.shape);
-    if (fromShape !== meta.elementCount) {
-      fail(
-        'MISMATCH',
-        `The ${label} transfer ${id} has inconsistent metadata: shape [${meta.shape.join(', ')}] ` +
-          `holds ${formatCount(fromShape)} elements, element_count says ${formatCount(meta.elementCount)}. ` +
-          'The sender must set element_count to the product of the shape.',
-        { transferId: id, shape: meta.shape, elementCount: meta.elementCount },
-      );
-    }
-    if (meta.elementCount * width !== chunk.totalBytes) {
-      fail(
-        'MISMATCH',
-        `The ${label} transfer ${id} has inconsistent sizes: ${formatCount(meta.elementCount)} ` +
-          `${dtypeName(meta.dtype)} elements need ${formatCount(meta.elementCount * width)} bytes, ` +
-          `total_bytes says ${formatCount(chunk.totalBytes)}. The sender encoded the payload with ` +
-          'another dtype than it declared, or miscounted.',
-        { transferId: id, expected: meta.elementCount * width, found: chunk.totalBytes },
-      );
-    }
-    if (
-      options.expectedElementCount !== undefined &&
-      meta.elementCount !== options.expectedElementCount
-    ) {
-      fail(
-        'MISMATCH',
-        `The ${label} transfer ${id} has the wrong size: expected ${formatCount(options.expectedElementCount)} ` +
-          `elements, found ${formatCount(meta.elementCount)}. Make sure every process builds the same model.`,
-        { transferId: id, expected: options.expectedElementCount, found: meta.elementCount },
-      );
-    }
-    if (
-      options.expectedFingerprint !== undefined &&
-      meta.layoutFingerprint !== options.expectedFingerprint
-    ) {
-      fail(
-        'MISMATCH',
-        `The ${label} transfer ${id} was made for a different model: expected layout fingerprint ` +
-          `${options.expectedFingerprint}, found ${meta.layoutFingerprint || '(none)'}. Make sure every ` +
-          'process builds the same model with the same hyperparameters.',
-        { transferId: id, expected: options.expectedFingerprint, found: meta.layoutFingerprint },
-      );
-    }
-    const minChunks = chunk.totalBytes === 0 ? 1 : Math.ceil(chunk.totalBytes / maxChunkBytes);
-    const maxChunks = Math.max(1, chunk.totalBytes);
-    if (chunk.chunkCount < minChunks || chunk.chunkCount > maxChunks) {
-      fail(
-        'INVALID_ARGUMENT',
-        `The ${label} transfer ${id} cannot be cut into ${formatCount(chunk.chunkCount)} chunks: ` +
-          `${formatCount(chunk.totalBytes)} bytes in non-empty chunks of at most ` +
-          `${formatCount(maxChunkBytes)} bytes need ${formatCount(minChunks)} to ${formatCount(maxChunks)}. ` +
-          'Fix the sender, or raise maxChunkBytes if its chunk size is legitimate.',
-        { transferId: id, chunkCount: chunk.chunkCount, minChunks, maxChunks },
-      );
-    }
+    const header = checkTransferHeader(chunk, options);
     return {
-      id,
-      meta,
-      count: chunk.chunkCount,
-      total: chunk.totalBytes,
+      id: header.transferId,
+      meta: header.meta,
+      count: header.chunkCount,
+      total: header.totalBytes,
       next: 0,
       received: 0,
       crc: 0,
       bytes:
-        spare !== undefined && spare.byteLength === chunk.totalBytes
+        spare !== undefined && spare.byteLength === header.totalBytes
           ? spare
-          : new Uint8Array(chunk.totalBytes),
+          : new Uint8Array(header.totalBytes),
     };
   }
 
-  function sameMeta(a: TensorMeta, b: TensorMeta): boolean {
-    return (
-      a.dtype === b.dtype &&
-      a.elementCount === b.elementCount &&
-      a.layoutFingerprint === b.layoutFingerprint &&
-      a.version === b.version &&
-      a.step === b.step &&
-      a.shape.length === b.shape.length &&
-      a.shape.every((d, i) => d === b.shape[i])
-    );
-  }
-
-  function push(chunk: TensorChunk): AssembledTensor | undefined {
-    if (chunk.transferId === '') {
-      fail(
-        'INVALID_ARGUMENT',
-        `A ${label} chunk has no transfer id: expected a non-empty transfer_id on every chunk. ` +
-          'Fix the sender (chunkTensor sets one).',
-        {},
-      );
-    }
-    if (current !== undefined && chunk.transferId !== current.id) {
-      const t = current;
-      fail(
-        'DATA_CORRUPT',
-        `The ${label} transfer ${t.id} was cut short: expected chunk ${t.next} of ${t.count}, found ` +
-          `chunk ${chunk.chunkIndex} of another transfer (${chunk.transferId}). Chunks ${t.next} to ` +
-          `${t.count - 1} are missing. ${resend}`,
-        { transferId: t.id, expected: t.next, found: chunk.chunkIndex, other: chunk.transferId },
-      );
-    }
+  function accept(chunk: TensorChunk): AssembledTensor | undefined {
+    if (current !== undefined) checkSameTransfer(current, chunk, label);
     const t = current ?? start(chunk);
-    const index = chunk.chunkIndex;
-    if (index !== t.next) {
-      const what =
-        index < t.next
-          ? `chunk ${index} again (a duplicate, or chunks out of order)`
-          : `chunk ${index}: chunk${index - t.next > 1 ? `s ${t.next} to ${index - 1} are` : ` ${t.next} is`} missing`;
-      fail(
-        'DATA_CORRUPT',
-        `The ${label} transfer ${t.id} is out of order: expected chunk ${t.next} of ${t.count}, found ${what}. ${resend}`,
-        { transferId: t.id, expected: t.next, found: index },
-      );
-    }
-    if (chunk.chunkCount !== t.count || chunk.totalBytes !== t.total) {
-      fail(
-        'DATA_CORRUPT',
-        `Chunk ${index} of the ${label} transfer ${t.id} disagrees with chunk 0: expected ${t.count} ` +
-          `chunks and ${formatCount(t.total)} bytes, found ${chunk.chunkCount} chunks and ` +
-          `${formatCount(chunk.totalBytes)} bytes. Two transfers were mixed up. ${resend}`,
-        { transferId: t.id, index },
-      );
-    }
-    if (index > 0 && chunk.meta !== undefined && !sameMeta(chunk.meta, t.meta)) {
-      fail(
-        'DATA_CORRUPT',
-        `Chunk ${index} of the ${label} transfer ${t.id} carries other metadata than chunk 0 ` +
-          `(dtype, shape, fingerprint, version or step differ). Two transfers were mixed up. ${resend}`,
-        { transferId: t.id, index },
-      );
-    }
-    if (chunk.byteOffset !== t.received) {
-      fail(
-        'DATA_CORRUPT',
-        `Chunk ${index} of the ${label} transfer ${t.id} is at the wrong offset: expected byte ` +
-          `${formatCount(t.received)} (the size of the chunks before it), found ${formatCount(chunk.byteOffset)}. ${resend}`,
-        { transferId: t.id, index, expected: t.received, found: chunk.byteOffset },
-      );
-    }
-    const size = chunk.data.byteLength;
-    if (size > maxChunkBytes) {
-      fail(
-        'INVALID_ARGUMENT',
-        `Chunk ${index} of the ${label} transfer ${t.id} is too large: expected at most ` +
-          `${formatCount(maxChunkBytes)} bytes, found ${formatCount(size)}. The sender must use the job's chunk size.`,
-        { transferId: t.id, index, limit: maxChunkBytes, found: size },
-      );
-    }
-    if (size === 0 && t.total > 0) {
-      fail(
-        'DATA_CORRUPT',
-        `Chunk ${index} of the ${label} transfer ${t.id} is empty: expected data, as only an empty ` +
-          `tensor travels in an empty chunk. ${resend}`,
-        { transferId: t.id, index },
-      );
-    }
-    if (t.received + size > t.total) {
-      fail(
-        'DATA_CORRUPT',
-        `The ${label} transfer ${t.id} overflows: chunk ${index} ends at byte ` +
-          `${formatCount(t.received + size)}, expected at most total_bytes ${formatCount(t.total)}. ${resend}`,
-        { transferId: t.id, index, expected: t.total, found: t.received + size },
-      );
-    }
+    checkPlacement(t, chunk, label);
+    checkData(t, chunk, maxChunkBytes, label);
     t.bytes.set(chunk.data, t.received);
     t.crc = crc32(chunk.data, t.crc);
-    t.received += size;
+    t.received += chunk.data.byteLength;
     t.next += 1;
     current = t;
     if (t.next < t.count) return undefined;
 
     current = undefined;
-    if (t.received !== t.total) {
-      fail(
-        'DATA_CORRUPT',
-        `The ${label} transfer ${t.id} is truncated: expected ${formatCount(t.total)} bytes over ` +
-          `${t.count} chunks, found ${formatCount(t.received)}. ${resend}`,
-        { transferId: t.id, expected: t.total, found: t.received },
-      );
-    }
-    if (chunk.payloadCrc32 >>> 0 !== t.crc) {
-      fail(
-        'DATA_CORRUPT',
-        `The ${label} transfer ${t.id} fails its checksum: expected CRC-32 ${hex(chunk.payloadCrc32)} ` +
-          `(from the last chunk), computed ${hex(t.crc)} over the ${formatCount(t.total)} bytes received. ` +
-          `The payload was damaged or reassembled wrongly. ${resend}`,
-        { transferId: t.id, expected: chunk.payloadCrc32 >>> 0, found: t.crc },
-      );
-    }
+    checkComplete(t, chunk, label);
     if (options.reuseBuffer) spare = t.bytes;
     return { transferId: t.id, meta: t.meta, bytes: t.bytes };
   }
 
   return {
-    push,
+    push(chunk) {
+      try {
+        return accept(chunk);
+      } catch (error) {
+        current = undefined; // a broken transfer is never resumed
+        throw error;
+      }
+    },
     get pending() {
       return current !== undefined;
     },
     end() {
       if (current === undefined) return;
       const t = current;
-      fail(
-        'DATA_CORRUPT',
-        `The stream ended in the middle of the ${label} transfer ${t.id}: expected ${t.count} chunks ` +
-          `(${formatCount(t.total)} bytes), received ${t.next} (${formatCount(t.received)} bytes). ${resend}`,
-        { transferId: t.id, expected: t.count, found: t.next },
-      );
+      current = undefined;
+      throw streamEndedError(t, label);
     },
     reset() {
       current = undefined;

@@ -11,6 +11,7 @@ export {
   type AssembledTensor,
   assertChunkBytes,
   type ChunkTensorOptions,
+  checkTransferHeader,
   chunkTensor,
   createTensorAssembler,
   DEFAULT_CHUNK_BYTES,
@@ -22,6 +23,8 @@ export {
   payloadBytesOf,
   type TensorAssembler,
   type TensorAssemblerOptions,
+  type TransferHeader,
+  type TransferHeaderChunk,
 } from './chunking.js';
 export {
   bfloat16BitsToFloat32,
