@@ -2,6 +2,7 @@
  * Retrying with exponential backoff and full jitter (AWS Architecture Blog, "Exponential Backoff
  * And Jitter"): workers started before their coordinator keep knocking without stampeding it.
  */
+import { setTimeout as wait } from 'node:timers/promises';
 import { ShardlineError } from '@shardline/core';
 
 /** Options of {@link retryWithBackoff}. */
@@ -10,18 +11,37 @@ export interface BackoffOptions {
   initialMs?: number;
   /** Largest delay ceiling. Default 5 s. */
   maxMs?: number;
-  /** Give up after this long in total (then the last error is thrown). Default 60 s. */
+  /**
+   * Give up after this long in total, attempts included: a retry whose wait would end past it
+   * is not made, and the last error is thrown. Default 60 s.
+   */
   deadlineMs?: number;
   /** Whether an error is worth another try. Default: every error. */
   retryable?: (error: unknown) => boolean;
   /** Called before each wait, for logs. */
   onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+  /** Stops a wait between attempts at once, with a `CANCELLED` error. */
   signal?: AbortSignal;
-  /** Random source in [0, 1), for tests. */
+  /** Random source in [0, 1), for tests. Default `Math.random`. */
   random?: () => number;
 }
 
-/** Calls `attempt` until it resolves, waiting longer after each retryable failure. */
+/**
+ * Calls `attempt` (with the attempt number, from 1) until it resolves, waiting longer after each
+ * retryable failure: before retry `n` it waits a random time from 0 to
+ * `min(maxMs, initialMs * 2^(n-1))`. Throws the error of the last attempt when it is not
+ * retryable or the deadline leaves no room for another wait, and a `CANCELLED`
+ * {@link ShardlineError} when `signal` aborts a wait.
+ *
+ * @example
+ * ```ts
+ * const joined = await retryWithBackoff(() => join(client), {
+ *   deadlineMs: 30_000,
+ *   onRetry: (error, attempt, delayMs) => logger.info('retrying', { attempt, delayMs }),
+ *   signal,
+ * });
+ * ```
+ */
 export async function retryWithBackoff<T>(
   attempt: (n: number) => Promise<T>,
   options: BackoffOptions = {},
@@ -39,23 +59,16 @@ export async function retryWithBackoff<T>(
       const delay = Math.round(random() * ceiling);
       if (Date.now() + delay > deadline) throw error;
       options.onRetry?.(error, n, delay);
-      await sleep(delay, options.signal);
+      await waitToRetry(delay, options.signal);
     }
   }
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted)
-      return reject(new ShardlineError('CANCELLED', 'Stopped while waiting to retry.'));
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new ShardlineError('CANCELLED', 'Stopped while waiting to retry.'));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+async function waitToRetry(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await wait(ms, undefined, signal === undefined ? {} : { signal });
+  } catch (error) {
+    if (!signal?.aborted) throw error;
+    throw new ShardlineError('CANCELLED', 'Stopped while waiting to retry.', { cause: error });
+  }
 }
