@@ -4,12 +4,14 @@
  * assigned share, evaluate test slices, until the coordinator says stop.
  */
 import { hostname } from 'node:os';
-import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
+import { type ClientDuplexStream, Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import {
   type BackendPreference,
   describeLayout,
+  hasErrorCode,
   heapTuning,
   type Logger,
+  type ParamLayout,
   readWeights,
   ShardlineError,
   selectBackend,
@@ -25,18 +27,29 @@ import {
   createTensorAssembler,
   DataType,
   decodeTensor,
+  type Evaluate,
   encodeTensor,
   fromGrpcStatus,
   gradientMessages,
   type JobSpec,
   type JoinResponse,
   PROTOCOL_VERSION,
+  type StepAssignment,
+  type Stop,
   StopReason,
+  type TensorAssembler,
   type TrainRequest,
   type TrainResponse,
+  type WeightsChunk,
   writeMessages,
 } from '@shardline/protocol';
-import { createLocalWorker, type WeightsSnapshot, warmUp } from '@shardline/training';
+import {
+  createLocalWorker,
+  type TrainingWorker,
+  type WeightsSnapshot,
+  warmUp,
+} from '@shardline/training';
+import type { LayersModel } from '@tensorflow/tfjs';
 import { retryWithBackoff } from './backoff.js';
 import { plaintextChannel, tlsFailure, type WorkerChannel } from './security.js';
 
@@ -132,9 +145,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
           ),
         ...(options.signal ? { signal: options.signal } : {}),
       }).catch((e: unknown) => {
-        throw (e as ServiceError).code !== undefined
-          ? fromGrpcStatus(e as ServiceError)
-          : toShardlineError(e);
+        throw isGrpcStatus(e) ? fromGrpcStatus(e) : toShardlineError(e);
       });
       const job = joined.job;
       if (!job)
@@ -170,13 +181,12 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
   }
 }
 
-/** Errors that mean the coordinator went away (rather than refused or failed this worker). */
+/**
+ * Errors that mean the coordinator went away (rather than refused or failed this worker): a
+ * broken stream, and a deadline that ran out while reaching it.
+ */
 function isConnectionLoss(error: ShardlineError): boolean {
-  return (
-    error.code === 'NETWORK' ||
-    (error.code === 'CANCELLED' && /unavailable|closed|reset|went away/i.test(error.message)) ||
-    error.code === 'TIMEOUT'
-  );
+  return hasErrorCode(error, 'CONNECTION_LOST') || hasErrorCode(error, 'TIMEOUT');
 }
 
 /** Images in the warm-up step: enough to run every kernel, few enough to be quick on a CPU. */
@@ -188,15 +198,35 @@ interface DataCache {
   data?: Awaited<ReturnType<typeof loadDataset>>;
 }
 
-async function serve(
-  client: CoordinatorServiceClient,
-  workerId: string,
+/** What a job needs on this worker: its data, its model and an in-process worker over them. */
+interface PreparedJob {
+  model: LayersModel;
+  layout: ParamLayout;
+  local: TrainingWorker;
+}
+
+/** One Train stream's state, shared by the message handlers below. */
+interface Session {
+  readonly call: ClientDuplexStream<TrainRequest, TrainResponse>;
+  readonly workerId: string;
+  readonly job: JobSpec;
+  readonly prepared: PreparedJob;
+  readonly assembler: TensorAssembler;
+  readonly log: Logger;
+  weights: WeightsSnapshot;
+  steps: number;
+  /** Compute seconds of the steps since the last summary line. */
+  readonly recent: number[];
+}
+
+/** Loads the job's dataset (or reuses the last one), builds its model, checks it, warms up. */
+async function prepareJob(
   job: JobSpec,
+  workerId: string,
   options: WorkerOptions,
   log: Logger,
   cache: DataCache,
-  heartbeatMs: number,
-): Promise<WorkerOutcome> {
+): Promise<PreparedJob> {
   const key = JSON.stringify([job.datasetName, job.limitTrain, job.limitTest]);
   if (cache.key !== key || !cache.data) {
     cache.data = await loadDataset(job.datasetName, {
@@ -214,6 +244,7 @@ async function serve(
   const model = createModel(job.modelName, { ...hyperparameters, seed: job.seed });
   const layout = describeLayout(model);
   if (layout.fingerprint !== job.layoutFingerprint || layout.size !== job.parameterCount) {
+    model.dispose();
     throw new ShardlineError(
       'MISMATCH',
       `This worker built ${job.modelName} with layout ${layout.fingerprint} (${layout.size} parameters), but the coordinator's is ` +
@@ -241,33 +272,46 @@ async function serve(
     Math.min(job.globalBatchSize, WARM_UP_BATCH),
   );
   log.info('warmed up', { seconds: Number(warmUpSeconds.toFixed(3)) });
-  const assembler = createTensorAssembler({
-    expectedFingerprint: layout.fingerprint,
-    expectedElementCount: layout.size,
-    maxChunkBytes: job.maxChunkBytes,
-    label: 'weights from the coordinator',
-    // Reused: each version is written into the model at the next assignment, before the
-    // coordinator sends another version.
-    reuseBuffer: true,
-  });
-  let weights: WeightsSnapshot = { version: -1, params: readWeights(model, layout) };
-  let steps = 0;
-  const recent: number[] = [];
-  const call = client.train();
-  // Proof of life between steps (during one, the event loop computes and the coordinator's
-  // per-step deadline applies instead).
+  return { model, layout, local };
+}
+
+/**
+ * Serves one Train stream: attaches, then answers each message the coordinator sends until it
+ * says stop. Sends heartbeats between steps.
+ */
+async function serve(
+  client: CoordinatorServiceClient,
+  workerId: string,
+  job: JobSpec,
+  options: WorkerOptions,
+  log: Logger,
+  cache: DataCache,
+  heartbeatMs: number,
+): Promise<WorkerOutcome> {
+  const prepared = await prepareJob(job, workerId, options, log, cache);
+  const { model, layout } = prepared;
+  const session: Session = {
+    call: client.train(),
+    workerId,
+    job,
+    prepared,
+    assembler: createTensorAssembler({
+      expectedFingerprint: layout.fingerprint,
+      expectedElementCount: layout.size,
+      maxChunkBytes: job.maxChunkBytes,
+      label: 'weights from the coordinator',
+      // Reused: each version is written into the model at the next assignment, before the
+      // coordinator sends another version.
+      reuseBuffer: true,
+    }),
+    log,
+    weights: { version: -1, params: readWeights(model, layout) },
+    steps: 0,
+    recent: [],
+  };
+  const { call } = session;
   const heartbeat =
-    heartbeatMs > 0
-      ? setInterval(() => {
-          if (call.writableEnded || call.destroyed) return;
-          call.write({
-            kind: {
-              $case: 'heartbeat',
-              value: { step: BigInt(Math.max(0, steps)), unixTimeMs: BigInt(Date.now()) },
-            },
-          } satisfies TrainRequest);
-        }, heartbeatMs)
-      : undefined;
+    heartbeatMs > 0 ? setInterval(() => sendHeartbeat(session), heartbeatMs) : undefined;
   const onAbort = () => call.cancel();
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
@@ -275,115 +319,178 @@ async function serve(
       kind: { $case: 'attach', value: { workerId, weightsVersion: undefined } },
     } satisfies TrainRequest);
     for await (const message of call as AsyncIterable<TrainResponse>) {
-      const kind = message.kind;
-      if (!kind) continue;
-      if (kind.$case === 'weights') {
-        const tensor = assembler.push(kind.value.chunk!);
-        if (tensor)
-          weights = {
-            version: Number(tensor.meta.version),
-            params: decodeTensor(tensor.bytes, tensor.meta.dtype),
-          };
-      } else if (kind.$case === 'assignment') {
-        const a = kind.value;
-        if (Number(a.weightsVersion) !== weights.version) {
-          throw new ShardlineError(
-            'INTERNAL',
-            `Assigned step ${a.step} at weights version ${a.weightsVersion}, but this worker holds version ${weights.version}.`,
-          );
-        }
-        const result = await local.computeShare(
-          {
-            epoch: a.epoch,
-            step: Number(a.step),
-            stepInEpoch: a.stepInEpoch,
-            rank: a.rank,
-            worldSize: a.worldSize,
-          },
-          weights,
-        );
-        const gradient = result.sampleCount > 0 ? result.gradient : new Float32Array(layout.size);
-        const meta = {
-          dtype: job.gradientDtype,
-          shape: [layout.size],
-          elementCount: layout.size,
-          layoutFingerprint: layout.fingerprint,
-          version: BigInt(weights.version),
-          step: a.step,
-        };
-        await writeMessages(
-          call,
-          gradientMessages(
-            meta,
-            encodeTensor(gradient, job.gradientDtype),
-            {
-              sampleCount: result.sampleCount,
-              loss: result.loss,
-              correct: result.correct,
-              computeSeconds: result.computeSeconds,
-            },
-            job.maxChunkBytes,
-          ),
-        );
-        steps++;
-        recent.push(result.computeSeconds);
-        if (recent.length === STEP_LOG_EVERY) {
-          log.info('steps computed', {
-            steps,
-            share: result.sampleCount,
-            rank: a.rank,
-            world_size: a.worldSize,
-            mean_compute_seconds: recent.reduce((x, y) => x + y, 0) / recent.length,
-          });
-          recent.length = 0;
-        }
-        if (log.enabled('debug'))
-          log.debug('step done', {
-            step: Number(a.step),
-            rank: a.rank,
-            samples: result.sampleCount,
-            computeSeconds: result.computeSeconds,
-          });
-      } else if (kind.$case === 'evaluate') {
-        const e = kind.value;
-        const started = performance.now();
-        const state = await local.evaluate({ start: e.start, end: e.end }, weights);
-        call.write({
-          kind: {
-            $case: 'evaluation',
-            value: {
-              requestId: e.requestId,
-              stateJson: JSON.stringify(state),
-              computeSeconds: (performance.now() - started) / 1000,
-            },
-          },
-        } satisfies TrainRequest);
-      } else if (kind.$case === 'stop') {
-        const reason =
-          (
-            {
-              [StopReason.JOB_DONE]: 'job-done',
-              [StopReason.SHUTDOWN]: 'shutdown',
-              [StopReason.EVICTED]: 'evicted',
-              [StopReason.JOB_FAILED]: 'job-failed',
-            } as Record<number, WorkerOutcome['reason']>
-          )[kind.value.reason] ?? 'shutdown';
-        call.end();
-        log.info('coordinator stopped this worker', { reason, message: kind.value.message, steps });
-        return { workerId, reason, message: kind.value.message, steps };
-      }
+      const outcome = await handleMessage(session, message);
+      if (outcome) return outcome;
     }
     throw new ShardlineError(
-      'NETWORK',
+      'CONNECTION_LOST',
       `The coordinator at ${options.coordinator} closed the training stream without saying stop.`,
     );
   } catch (error) {
-    const code = (error as ServiceError).code;
-    if (typeof code === 'number') throw fromGrpcStatus(error as ServiceError);
-    throw error;
+    if (!isGrpcStatus(error)) throw error;
+    throw fromGrpcStatus(error, { stream: { cancelledHere: options.signal?.aborted === true } });
   } finally {
     if (heartbeat) clearInterval(heartbeat);
     options.signal?.removeEventListener('abort', onAbort);
     model.dispose();
   }
+}
+
+/** True for the status a failed grpc-js call rejects with (its `code` is a number). */
+function isGrpcStatus(error: unknown): error is ServiceError {
+  return typeof (error as Partial<ServiceError> | undefined)?.code === 'number';
+}
+
+/** Proof of life between steps (during one, the event loop computes and the coordinator's
+ * per-step deadline applies instead). */
+function sendHeartbeat(session: Session): void {
+  const { call } = session;
+  if (call.writableEnded || call.destroyed) return;
+  call.write({
+    kind: {
+      $case: 'heartbeat',
+      value: { step: BigInt(Math.max(0, session.steps)), unixTimeMs: BigInt(Date.now()) },
+    },
+  } satisfies TrainRequest);
+}
+
+/** Handles one message from the coordinator; returns the outcome when it says stop. */
+async function handleMessage(
+  session: Session,
+  message: TrainResponse,
+): Promise<WorkerOutcome | undefined> {
+  const kind = message.kind;
+  if (!kind) return undefined;
+  switch (kind.$case) {
+    case 'weights':
+      receiveWeights(session, kind.value);
+      return undefined;
+    case 'assignment':
+      await computeAssignedShare(session, kind.value);
+      return undefined;
+    case 'evaluate':
+      await evaluateAssignedSlice(session, kind.value);
+      return undefined;
+    case 'stop':
+      return stopped(session, kind.value);
+    default:
+      return assertNever(kind);
+  }
+}
+
+/** A weights chunk: once a whole version has arrived, it is the version to compute with. */
+function receiveWeights(session: Session, chunk: WeightsChunk): void {
+  const tensor = session.assembler.push(chunk.chunk!);
+  if (!tensor) return;
+  session.weights = {
+    version: Number(tensor.meta.version),
+    params: decodeTensor(tensor.bytes, tensor.meta.dtype),
+  };
+}
+
+/** A step's assignment: computes this worker's share and sends the gradient with its numbers. */
+async function computeAssignedShare(session: Session, a: StepAssignment): Promise<void> {
+  const { job, weights, prepared, log } = session;
+  const { layout } = prepared;
+  if (Number(a.weightsVersion) !== weights.version) {
+    throw new ShardlineError(
+      'INTERNAL',
+      `Assigned step ${a.step} at weights version ${a.weightsVersion}, but this worker holds version ${weights.version}.`,
+    );
+  }
+  const result = await prepared.local.computeShare(
+    {
+      epoch: a.epoch,
+      step: Number(a.step),
+      stepInEpoch: a.stepInEpoch,
+      rank: a.rank,
+      worldSize: a.worldSize,
+    },
+    weights,
+  );
+  const gradient = result.sampleCount > 0 ? result.gradient : new Float32Array(layout.size);
+  const meta = {
+    dtype: job.gradientDtype,
+    shape: [layout.size],
+    elementCount: layout.size,
+    layoutFingerprint: layout.fingerprint,
+    version: BigInt(weights.version),
+    step: a.step,
+  };
+  await writeMessages(
+    session.call,
+    gradientMessages(
+      meta,
+      encodeTensor(gradient, job.gradientDtype),
+      {
+        sampleCount: result.sampleCount,
+        loss: result.loss,
+        correct: result.correct,
+        computeSeconds: result.computeSeconds,
+      },
+      job.maxChunkBytes,
+    ),
+  );
+  session.steps++;
+  session.recent.push(result.computeSeconds);
+  if (session.recent.length === STEP_LOG_EVERY) {
+    log.info('steps computed', {
+      steps: session.steps,
+      share: result.sampleCount,
+      rank: a.rank,
+      world_size: a.worldSize,
+      mean_compute_seconds: session.recent.reduce((x, y) => x + y, 0) / session.recent.length,
+    });
+    session.recent.length = 0;
+  }
+  if (log.enabled('debug'))
+    log.debug('step done', {
+      step: Number(a.step),
+      rank: a.rank,
+      samples: result.sampleCount,
+      computeSeconds: result.computeSeconds,
+    });
+}
+
+/** An evaluation request: evaluates the slice and sends the mergeable metrics state. */
+async function evaluateAssignedSlice(session: Session, e: Evaluate): Promise<void> {
+  const started = performance.now();
+  const state = await session.prepared.local.evaluate(
+    { start: e.start, end: e.end },
+    session.weights,
+  );
+  session.call.write({
+    kind: {
+      $case: 'evaluation',
+      value: {
+        requestId: e.requestId,
+        stateJson: JSON.stringify(state),
+        computeSeconds: (performance.now() - started) / 1000,
+      },
+    },
+  } satisfies TrainRequest);
+}
+
+const STOP_REASONS: Readonly<Record<number, WorkerOutcome['reason']>> = {
+  [StopReason.JOB_DONE]: 'job-done',
+  [StopReason.SHUTDOWN]: 'shutdown',
+  [StopReason.EVICTED]: 'evicted',
+  [StopReason.JOB_FAILED]: 'job-failed',
+};
+
+/** The coordinator said stop: ends the stream and reports why. */
+function stopped(session: Session, stop: Stop): WorkerOutcome {
+  const reason = STOP_REASONS[stop.reason] ?? 'shutdown';
+  session.call.end();
+  session.log.info('coordinator stopped this worker', {
+    reason,
+    message: stop.message,
+    steps: session.steps,
+  });
+  return { workerId: session.workerId, reason, message: stop.message, steps: session.steps };
+}
+
+/** Compile-time proof that a switch handled every case of a oneof. */
+function assertNever(value: never): never {
+  throw new ShardlineError('INTERNAL', `Unhandled message kind: ${JSON.stringify(value)}`);
 }

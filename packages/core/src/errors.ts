@@ -38,6 +38,12 @@ export const ShardlineErrorCodes = [
   'UNAUTHENTICATED',
   /** A bug: an invariant that should always hold did not. */
   'INTERNAL',
+  /**
+   * An established connection or stream to a peer broke: the peer exited, restarted or went
+   * silent, or the network dropped. Unlike NETWORK (cannot reach at all), the other side was
+   * there a moment ago, so reconnecting is the usual answer.
+   */
+  'CONNECTION_LOST',
 ] as const;
 
 /** One of {@link ShardlineErrorCodes}. */

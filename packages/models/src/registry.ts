@@ -3,7 +3,7 @@
  * builder. The default registry holds the built-in models (`seed-cnn`, `mlp`, `fast-cnn`); users
  * add theirs with {@link registerModel}, or keep a separate one with {@link createModelRegistry}.
  */
-import { type Logger, ShardlineError, silentLogger } from '@shardline/core';
+import { isShardlineError, type Logger, ShardlineError, silentLogger } from '@shardline/core';
 import type * as tf from '@tensorflow/tfjs';
 import { createBuildContext, type ModelBuildContext, randomSeed } from './buildContext.js';
 import { type FastCnnHyperparameters, fastCnnSpec } from './fastCnn.js';
@@ -297,7 +297,7 @@ export function createModelRegistry(options: { builtins?: boolean } = {}): Model
       try {
         model = spec.build(params, createBuildContext(seed));
       } catch (error) {
-        if (error instanceof ShardlineError) throw error;
+        if (isShardlineError(error)) throw error;
         const message = error instanceof Error ? error.message : showValue(error);
         throw new ShardlineError(
           'INVALID_ARGUMENT',

@@ -123,6 +123,7 @@ export {
   fromGrpcStatus,
   GRPC_STATUS_FOR_CODE,
   grpcStatusName,
+  type ReceivedStatusContext,
   toGrpcStatus,
 } from './status.js';
 export { mapIterable, writeMessages } from './streams.js';

@@ -37,6 +37,8 @@ export const GRPC_STATUS_FOR_CODE: Readonly<Record<ShardlineErrorCode, status>> 
   TIMEOUT: status.DEADLINE_EXCEEDED,
   UNAUTHENTICATED: status.UNAUTHENTICATED,
   INTERNAL: status.INTERNAL,
+  // gRPC's own code for a transport that broke or a server that went away: worth retrying.
+  CONNECTION_LOST: status.UNAVAILABLE,
 };
 
 /** The Shardline code for a gRPC status received without the `shardline-error-code` trailer. */
@@ -117,13 +119,31 @@ export function grpcStatusName(code: number): string {
   return (status as unknown as Record<number, string>)[code] ?? `status ${code}`;
 }
 
+/** Where a failed call's status was received: it changes what two statuses mean. */
+export interface ReceivedStatusContext {
+  /**
+   * The call was an established stream. UNAVAILABLE then means its connection broke, and so
+   * does CANCELLED unless this side cancelled it (`cancelledHere`): the peer's server went
+   * away mid-call. Both become CONNECTION_LOST.
+   */
+  stream?: { cancelledHere: boolean };
+}
+
 /**
  * Converts a failed call's error (a grpc-js ServiceError, or any `{ code, details, metadata }`)
  * into a {@link ShardlineError}. A Shardline peer's code and message come back exactly; other
  * statuses map by gRPC code, with a hint on what to do. The original error is the `cause`.
+ *
+ * @example
+ * ```ts
+ * for await (const message of call) handle(message);
+ * // in the catch: a broken stream is CONNECTION_LOST, worth reconnecting
+ * throw fromGrpcStatus(error, { stream: { cancelledHere: signal.aborted } });
+ * ```
  */
 export function fromGrpcStatus(
   error: Partial<StatusObject> & { message?: string },
+  context: ReceivedStatusContext = {},
 ): ShardlineError {
   if (isShardlineError(error)) return error;
   const grpcCode = typeof error.code === 'number' ? (error.code as status) : status.UNKNOWN;
@@ -137,6 +157,17 @@ export function fromGrpcStatus(
   if (known) {
     // The peer's message already says what was expected, found and what to do.
     return new ShardlineError(known, details, { cause: error, ...info });
+  }
+  if (
+    context.stream &&
+    (grpcCode === status.UNAVAILABLE ||
+      (grpcCode === status.CANCELLED && !context.stream.cancelledHere))
+  ) {
+    return new ShardlineError(
+      'CONNECTION_LOST',
+      `The stream's connection broke (${grpcStatusName(grpcCode)}: ${details || 'no details'}): the peer exited, restarted or became unreachable.`,
+      { cause: error, ...info },
+    );
   }
   const hint = HINTS[grpcCode];
   return new ShardlineError(

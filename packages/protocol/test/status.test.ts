@@ -83,6 +83,28 @@ describe('toGrpcStatus / fromGrpcStatus', () => {
     forged.set(ERROR_CODE_METADATA_KEY, 'NOT_A_CODE');
     expect(fromGrpcStatus({ code: status.UNIMPLEMENTED, metadata: forged }).code).toBe('MISMATCH');
   });
+
+  it('reads UNAVAILABLE, and CANCELLED this side did not ask for, on a stream as a lost connection', () => {
+    const dropped = { code: status.UNAVAILABLE, details: 'Connection dropped' };
+    const lost = fromGrpcStatus(dropped, { stream: { cancelledHere: false } });
+    expect(lost.code).toBe('CONNECTION_LOST');
+    expect(lost.message).toContain('UNAVAILABLE: Connection dropped');
+    const cancelled = { code: status.CANCELLED, details: 'Call cancelled' };
+    expect(fromGrpcStatus(cancelled, { stream: { cancelledHere: false } }).code).toBe(
+      'CONNECTION_LOST',
+    );
+    // Cancelled by this side: a cancellation, not a broken connection.
+    expect(fromGrpcStatus(cancelled, { stream: { cancelledHere: true } }).code).toBe('CANCELLED');
+    // Outside a stream (a unary call that never connected) UNAVAILABLE stays NETWORK.
+    expect(fromGrpcStatus(dropped).code).toBe('NETWORK');
+    // A Shardline peer's own code wins over the context.
+    const sent = toGrpcStatus(new ShardlineError('NETWORK', 'download failed'));
+    expect(fromGrpcStatus(sent, { stream: { cancelledHere: false } }).code).toBe('NETWORK');
+    // The connection-lost code travels as UNAVAILABLE to other gRPC clients.
+    expect(toGrpcStatus(new ShardlineError('CONNECTION_LOST', 'gone')).code).toBe(
+      status.UNAVAILABLE,
+    );
+  });
 });
 
 describe('protocol version check', () => {

@@ -324,6 +324,8 @@ async function gatherShares(
     if (results) return { results, members: members.length };
     // Stopping anyway: abandon a failed step rather than retry it.
     if (options.shouldStop?.()) return undefined;
+    // Let timers, signals and stream events run before the retry (a drop may still be landing).
+    await new Promise((r) => setImmediate(r));
   }
 }
 

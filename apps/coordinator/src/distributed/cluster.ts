@@ -3,13 +3,8 @@
  * and the membership the synchronous trainer asks for before every step.
  */
 import { randomUUID } from 'node:crypto';
-import {
-  type ServerDuplexStream,
-  type ServerUnaryCall,
-  type sendUnaryData,
-  status,
-} from '@grpc/grpc-js';
-import { type Logger, type ParamLayout, ShardlineError } from '@shardline/core';
+import type { ServerDuplexStream, ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
+import { type Logger, type ParamLayout, ShardlineError, toShardlineError } from '@shardline/core';
 import {
   type CoordinatorServiceServer,
   checkProtocolVersion,
@@ -37,6 +32,7 @@ import {
   createWeightsEncoder,
   type RemoteWorker,
   type RemoteWorkerInfo,
+  type WeightsEncoder,
 } from './remoteWorker.js';
 
 /** Options of {@link createCluster}. */
@@ -87,293 +83,363 @@ export interface Cluster extends Membership {
   hasAttached(name: string): boolean;
 }
 
+/** The cluster's state, shared by the handlers and the membership functions below. */
+interface ClusterState {
+  readonly options: ClusterOptions;
+  /** Workers that called Join, by id, whether attached yet or not. */
+  readonly joined: Map<string, RemoteWorkerInfo>;
+  /** Workers with an open Train stream, in rank order. */
+  readonly attached: RemoteWorker[];
+  /** Ids already taken out of the group (a worker leaves once, however many ways it left). */
+  readonly removed: Set<string>;
+  readonly everAttached: Set<string>;
+  readonly encoder: WeightsEncoder;
+  readonly traffic: { sent: number; received: number };
+  readonly progress: JobProgress;
+  /** `members()` calls waiting for workers: woken on a join, rejected on abort. */
+  waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }>;
+  rejectedGradients: number;
+  aborted?: ShardlineError;
+}
+
 /** Creates the cluster and its gRPC service implementation. */
 export function createCluster(options: ClusterOptions): Cluster {
-  const { job, layout, reporter, logger } = options;
-  const joined = new Map<string, RemoteWorkerInfo>();
-  const attached: RemoteWorker[] = [];
-  const encoder = createWeightsEncoder(job, layout);
-  const traffic = { sent: 0, received: 0 };
-  let rejectedGradients = 0;
-  let aborted: ShardlineError | undefined;
-  const progress: JobProgress = {
-    state: JobState.WAITING_FOR_WORKERS,
-    epoch: 0,
-    step: 0,
-    weightsVersion: 0,
+  const state: ClusterState = {
+    options,
+    joined: new Map(),
+    attached: [],
+    removed: new Set(),
+    everAttached: new Set(),
+    encoder: createWeightsEncoder(options.job, options.layout),
+    traffic: { sent: 0, received: 0 },
+    progress: { state: JobState.WAITING_FOR_WORKERS, epoch: 0, step: 0, weightsVersion: 0 },
+    waiters: [],
+    rejectedGradients: 0,
   };
-  let waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }> = [];
-  const wake = () => {
-    const ready = waiters;
-    waiters = [];
-    for (const w of ready) w.resolve();
-  };
-
-  const removed = new Set<string>();
-  const everAttached = new Set<string>();
-  /** Takes a worker out of the group once, however many ways it left (stream end, drop...). */
-  const remove = (w: RemoteWorker, why: string) => {
-    if (removed.has(w.id)) return;
-    removed.add(w.id);
-    const i = attached.indexOf(w);
-    if (i >= 0) attached.splice(i, 1);
-    joined.delete(w.id);
-    w.fail(new ShardlineError('NETWORK', `Worker ${w.name} left: ${why}.`));
-    reporter.workerLeft({ worker: w.name, worker_id: w.id, reason: why, workers: attached.length });
-  };
-
-  const join = (
-    call: ServerUnaryCall<JoinRequest, JoinResponse>,
-    callback: sendUnaryData<JoinResponse>,
-  ) => {
-    const request = call.request;
-    try {
-      checkProtocolVersion(request.protocolVersion, { role: 'worker', name: request.workerName });
-    } catch (error) {
-      logger.warn('refused a worker', {
-        worker: request.workerName,
-        reason: (error as Error).message,
-      });
-      return callback(toGrpcStatus(error));
-    }
-    const max = options.maxWorkers ?? 0;
-    if (max > 0 && joined.size >= max) {
-      logger.warn('refused a worker: the job is full', {
-        worker: request.workerName,
-        max_workers: max,
-      });
-      return callback(
-        toGrpcStatus(
-          new ShardlineError(
-            'INVALID_ARGUMENT',
-            `The job already has ${joined.size} workers, its maximum (--max-workers ${max}). Start this worker for another job, or raise --max-workers.`,
-          ),
-        ),
-      );
-    }
-    const info: RemoteWorkerInfo = {
-      id: randomUUID(),
-      name: request.workerName || `worker-${joined.size + 1}`,
-      hostname: request.hostname,
-      pid: request.pid,
-      backend: request.backend,
-    };
-    joined.set(info.id, info);
-    logger.debug('worker joined', { worker: info.name, id: info.id });
-    callback(null, {
-      workerId: info.id,
-      protocolVersion: PROTOCOL_VERSION,
-      job,
-      weightsVersion: 0n,
-      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 2000,
-    });
-  };
-
-  const train = (call: ServerDuplexStream<TrainRequest, TrainResponse>) => {
-    let worker: RemoteWorker | undefined;
-    const detach = (why: string) => {
-      if (!worker) return;
-      const w = worker;
-      worker = undefined;
-      remove(w, why);
-    };
-    call.on('data', (message: TrainRequest) => {
-      if (worker) return worker.receive(message);
-      if (message.kind?.$case !== 'attach') {
-        call.emit(
-          'error',
-          toGrpcStatus(
-            new ShardlineError(
-              'INVALID_ARGUMENT',
-              'The first message on a Train stream must be attach.',
-            ),
-          ),
-        );
-        return;
-      }
-      const info = joined.get(message.kind.value.workerId);
-      if (!info) {
-        // emit('error') ends the call with this status; destroy() would end it with none.
-        call.emit(
-          'error',
-          toGrpcStatus(
-            Object.assign(
-              new Error(`Unknown worker id ${message.kind.value.workerId}: call Join first.`),
-              { code: status.FAILED_PRECONDITION },
-            ),
-          ),
-        );
-        return;
-      }
-      worker = createRemoteWorker(info, call, job, layout, encoder, traffic, () => {
-        rejectedGradients++;
-        logger.warn('rejected a non-finite gradient', {
-          worker: info.name,
-          rejected_total: rejectedGradients,
-        });
-      });
-      attached.push(worker);
-      everAttached.add(info.name);
-      reporter.workerJoined({
-        worker: info.name,
-        worker_id: info.id,
-        hostname: info.hostname,
-        pid: info.pid,
-        backend: info.backend,
-        // The address the stream came from ("10.0.0.2:51234"): which machine a worker is on when
-        // several share a hostname, or when a NAT or proxy sits in between.
-        peer: call.getPeer(),
-        workers: attached.length,
-      });
-      wake();
-    });
-    call.on('end', () => {
-      detach('it closed its stream');
-      call.end();
-    });
-    call.on('error', (error) => detach(`its stream failed (${error.message})`));
-    call.on('cancelled', () => detach('it cancelled its stream'));
-  };
-
-  const leave = (
-    call: ServerUnaryCall<LeaveRequest, LeaveResponse>,
-    callback: sendUnaryData<LeaveResponse>,
-  ) => {
-    joined.delete(call.request.workerId);
-    callback(null, {});
-  };
-
-  const getStatus = (
-    _call: ServerUnaryCall<GetStatusRequest, GetStatusResponse>,
-    callback: sendUnaryData<GetStatusResponse>,
-  ) => {
-    const attachedIds = new Set(attached.map((w) => w.id));
-    const describe = (info: RemoteWorkerInfo) => ({
-      workerId: info.id,
-      workerName: info.name,
-      hostname: info.hostname,
-      pid: info.pid,
-      backend: info.backend,
-    });
-    const workers = [
-      ...attached.map((w, rank) => ({
-        ...describe(w.info),
-        state: WorkerState.TRAINING,
-        rank,
-        lastStep: BigInt(Math.max(0, w.lastStep)),
-        lastSeenUnixMs: BigInt(w.lastSeenMs),
-      })),
-      // Joined but not attached yet: still loading data and building the model.
-      ...[...joined.values()]
-        .filter((info) => !attachedIds.has(info.id))
-        .map((info) => ({
-          ...describe(info),
-          state: WorkerState.JOINED,
-          rank: 0,
-          lastStep: 0n,
-          lastSeenUnixMs: 0n,
-        })),
-    ];
-    callback(null, {
-      protocolVersion: PROTOCOL_VERSION,
-      job,
-      state: progress.state,
-      epoch: progress.epoch,
-      step: BigInt(progress.step),
-      weightsVersion: BigInt(progress.weightsVersion),
-      workers,
-      lastEpoch: progress.lastEpoch,
-    });
-  };
-
-  const silenceMs = options.workerTimeoutMs ?? 0;
-  const sweep =
-    silenceMs > 0
-      ? setInterval(() => {
-          const now = Date.now();
-          for (const w of [...attached]) {
-            if (!w.busy && now - w.lastSeenMs > silenceMs) {
-              const reason = `no heartbeat for ${Math.round((now - w.lastSeenMs) / 1000)} s (--worker-timeout ${silenceMs / 1000})`;
-              logger.warn('dropping a silent worker', { worker: w.name, reason });
-              w.stop(StopReasonEnum.EVICTED, reason);
-              remove(w, reason);
-            }
-          }
-        }, 1000)
-      : undefined;
-  sweep?.unref();
-
+  const sweep = startHeartbeatSweep(state);
   return {
-    hasAttached: (name) => everAttached.has(name),
+    hasAttached: (name) => state.everAttached.has(name),
     close() {
       if (sweep) clearInterval(sweep);
     },
-    service: { join, train, leave, getStatus },
-    attached: () => attached,
+    service: {
+      join: handleUnary(state, 'Join', join),
+      train: (call) => handleTrain(state, call),
+      leave: handleUnary(state, 'Leave', leave),
+      getStatus: handleUnary(state, 'GetStatus', getStatus),
+    },
+    attached: () => state.attached,
     setProgress(update) {
-      Object.assign(progress, update);
+      Object.assign(state.progress, update);
     },
-    traffic: () => ({ ...traffic }),
-    async members(signal?: AbortSignal): Promise<readonly TrainingWorker[]> {
-      const waitMs = options.waitTimeoutMs ?? 0;
-      const giveUpAt = Date.now() + waitMs;
-      let nextNotice = 0;
-      for (;;) {
-        if (aborted) throw aborted;
-        if (signal?.aborted)
-          throw new ShardlineError('CANCELLED', 'Training was interrupted before it finished.');
-        if (attached.length >= options.minWorkers) return [...attached];
-        const left = giveUpAt - Date.now();
-        if (waitMs > 0 && left <= 0) {
-          throw new ShardlineError(
-            'TIMEOUT',
-            `Waited ${waitMs / 1000} s for ${options.minWorkers} workers (--min-workers), but only ${attached.length} attached. ` +
-              'Start more shardline-worker processes pointing at this coordinator, or lower --min-workers; raise --wait-timeout to wait longer.',
-          );
-        }
-        if (Date.now() >= nextNotice) {
-          logger.info('waiting for workers', {
-            attached: attached.length,
-            min_workers: options.minWorkers,
-            ...(waitMs > 0 ? { gives_up_in_seconds: Math.ceil(left / 1000) } : {}),
-          });
-          nextNotice = Date.now() + 5000;
-        }
-        // Wake on a join, on abort, or in time for the next notice or the deadline.
-        await new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(resolve, Math.max(10, Math.min(5000, waitMs > 0 ? left : 5000)));
-          waiters.push({
-            resolve: () => {
-              clearTimeout(timer);
-              resolve();
-            },
-            reject: (e) => {
-              clearTimeout(timer);
-              reject(e);
-            },
-          });
-          signal?.addEventListener('abort', () => resolve(), { once: true });
-        });
-      }
-    },
+    traffic: () => ({ ...state.traffic }),
+    members: (signal) => waitForMembers(state, signal),
     drop(worker, reason) {
-      const w = attached.find((a) => a.id === worker.id);
+      const w = state.attached.find((a) => a.id === worker.id);
       if (!w) return;
       // Tell it why, close its stream, and give its share to the others from the next try.
       w.stop(StopReasonEnum.EVICTED, reason);
-      remove(w, `dropped: ${reason}`);
+      removeWorker(state, w, `dropped: ${reason}`);
     },
     async stopAll(reason, message) {
-      const closing = attached.map((w) => w.closed);
-      for (const w of [...attached]) w.stop(reason, message);
+      const closing = state.attached.map((w) => w.closed);
+      for (const w of [...state.attached]) w.stop(reason, message);
       await Promise.race([Promise.all(closing), new Promise((r) => setTimeout(r, 2000))]);
     },
     abort(error) {
-      aborted ??= error;
-      const pending = waiters;
-      waiters = [];
+      state.aborted ??= error;
+      const pending = state.waiters;
+      state.waiters = [];
       for (const w of pending) w.reject(error);
-      for (const w of [...attached]) w.fail(error);
+      for (const w of [...state.attached]) w.fail(error);
     },
   };
+}
+
+/**
+ * The one place a unary handler's outcome becomes the RPC's answer: a value, or whatever it
+ * threw converted by `toGrpcStatus` (as nice-grpc's server does for every method).
+ */
+function handleUnary<Req, Res>(
+  state: ClusterState,
+  method: string,
+  handler: (state: ClusterState, request: Req) => Res,
+): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+  return (call, callback) => {
+    let response: Res;
+    try {
+      response = handler(state, call.request);
+    } catch (error) {
+      const e = toShardlineError(error);
+      state.options.logger.debug(`${method} refused`, { code: e.code, reason: e.message });
+      callback(toGrpcStatus(e));
+      return;
+    }
+    callback(null, response);
+  };
+}
+
+/** Takes a worker out of the group once, however many ways it left (stream end, drop...). */
+function removeWorker(state: ClusterState, w: RemoteWorker, why: string): void {
+  if (state.removed.has(w.id)) return;
+  state.removed.add(w.id);
+  const i = state.attached.indexOf(w);
+  if (i >= 0) state.attached.splice(i, 1);
+  state.joined.delete(w.id);
+  w.fail(new ShardlineError('CONNECTION_LOST', `Worker ${w.name} left: ${why}.`));
+  state.options.reporter.workerLeft({
+    worker: w.name,
+    worker_id: w.id,
+    reason: why,
+    workers: state.attached.length,
+  });
+}
+
+/** Join: admits a worker of the same protocol version while the job has room for it. */
+function join(state: ClusterState, request: JoinRequest): JoinResponse {
+  const { options, joined } = state;
+  try {
+    checkProtocolVersion(request.protocolVersion, { role: 'worker', name: request.workerName });
+    const max = options.maxWorkers ?? 0;
+    if (max > 0 && joined.size >= max) {
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        `The job already has ${joined.size} workers, its maximum (--max-workers ${max}). Start this worker for another job, or raise --max-workers.`,
+        { details: { max_workers: max } },
+      );
+    }
+  } catch (error) {
+    options.logger.warn('refused a worker', {
+      worker: request.workerName,
+      reason: toShardlineError(error).message,
+    });
+    throw error;
+  }
+  const info: RemoteWorkerInfo = {
+    id: randomUUID(),
+    name: request.workerName || `worker-${joined.size + 1}`,
+    hostname: request.hostname,
+    pid: request.pid,
+    backend: request.backend,
+  };
+  joined.set(info.id, info);
+  options.logger.debug('worker joined', { worker: info.name, id: info.id });
+  return {
+    workerId: info.id,
+    protocolVersion: PROTOCOL_VERSION,
+    job: options.job,
+    weightsVersion: 0n,
+    heartbeatIntervalMs: options.heartbeatIntervalMs ?? 2000,
+  };
+}
+
+/** Leave: forgets a worker that joined (it may not have attached). */
+function leave(state: ClusterState, request: LeaveRequest): LeaveResponse {
+  state.joined.delete(request.workerId);
+  return {};
+}
+
+/** GetStatus: the job's progress and every worker, attached or still preparing. */
+function getStatus(state: ClusterState, _request: GetStatusRequest): GetStatusResponse {
+  const { attached, joined, progress } = state;
+  const attachedIds = new Set(attached.map((w) => w.id));
+  const describe = (info: RemoteWorkerInfo) => ({
+    workerId: info.id,
+    workerName: info.name,
+    hostname: info.hostname,
+    pid: info.pid,
+    backend: info.backend,
+  });
+  const workers = [
+    ...attached.map((w, rank) => ({
+      ...describe(w.info),
+      state: WorkerState.TRAINING,
+      rank,
+      lastStep: BigInt(Math.max(0, w.lastStep)),
+      lastSeenUnixMs: BigInt(w.lastSeenMs),
+    })),
+    // Joined but not attached yet: still loading data and building the model.
+    ...[...joined.values()]
+      .filter((info) => !attachedIds.has(info.id))
+      .map((info) => ({
+        ...describe(info),
+        state: WorkerState.JOINED,
+        rank: 0,
+        lastStep: 0n,
+        lastSeenUnixMs: 0n,
+      })),
+  ];
+  return {
+    protocolVersion: PROTOCOL_VERSION,
+    job: state.options.job,
+    state: progress.state,
+    epoch: progress.epoch,
+    step: BigInt(progress.step),
+    weightsVersion: BigInt(progress.weightsVersion),
+    workers,
+    lastEpoch: progress.lastEpoch,
+  };
+}
+
+/**
+ * Train: the stream's first message attaches a joined worker; every later one goes to it. A
+ * stream that ends, fails or is cancelled takes its worker out of the group.
+ */
+function handleTrain(state: ClusterState, call: ServerDuplexStream<TrainRequest, TrainResponse>) {
+  let worker: RemoteWorker | undefined;
+  const detach = (why: string) => {
+    if (!worker) return;
+    const w = worker;
+    worker = undefined;
+    removeWorker(state, w, why);
+  };
+  call.on('data', (message: TrainRequest) => {
+    if (worker) return worker.receive(message);
+    try {
+      worker = attachWorker(state, call, message);
+    } catch (error) {
+      // emit('error') ends the call with this status; destroy() would end it with none.
+      call.emit('error', toGrpcStatus(error));
+    }
+  });
+  call.on('end', () => {
+    detach('it closed its stream');
+    call.end();
+  });
+  call.on('error', (error) => detach(`its stream failed (${error.message})`));
+  call.on('cancelled', () => detach('it cancelled its stream'));
+}
+
+/** Binds the worker named by an attach message to its stream and wakes waiting steps. */
+function attachWorker(
+  state: ClusterState,
+  call: ServerDuplexStream<TrainRequest, TrainResponse>,
+  message: TrainRequest,
+): RemoteWorker {
+  const { options } = state;
+  if (message.kind?.$case !== 'attach') {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      'The first message on a Train stream must be attach.',
+    );
+  }
+  const info = state.joined.get(message.kind.value.workerId);
+  if (!info) {
+    throw new ShardlineError(
+      'MISMATCH',
+      `Unknown worker id ${message.kind.value.workerId}: call Join first.`,
+    );
+  }
+  const worker = createRemoteWorker(info, call, {
+    job: options.job,
+    layout: options.layout,
+    encoder: state.encoder,
+    traffic: state.traffic,
+    onRejected: () => {
+      state.rejectedGradients++;
+      options.logger.warn('rejected a non-finite gradient', {
+        worker: info.name,
+        rejected_total: state.rejectedGradients,
+      });
+    },
+  });
+  state.attached.push(worker);
+  state.everAttached.add(info.name);
+  options.reporter.workerJoined({
+    worker: info.name,
+    worker_id: info.id,
+    hostname: info.hostname,
+    pid: info.pid,
+    backend: info.backend,
+    // The address the stream came from ("10.0.0.2:51234"): which machine a worker is on when
+    // several share a hostname, or when a NAT or proxy sits in between.
+    peer: call.getPeer(),
+    workers: state.attached.length,
+  });
+  const ready = state.waiters;
+  state.waiters = [];
+  for (const w of ready) w.resolve();
+  return worker;
+}
+
+/**
+ * Drops idle workers (no share outstanding) that sent nothing for `workerTimeoutMs`, checking
+ * every second. During a step the per-step deadline applies instead: a computing worker's event
+ * loop cannot send heartbeats.
+ */
+function startHeartbeatSweep(state: ClusterState): NodeJS.Timeout | undefined {
+  const silenceMs = state.options.workerTimeoutMs ?? 0;
+  if (silenceMs <= 0) return undefined;
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const w of [...state.attached]) {
+      if (w.busy || now - w.lastSeenMs <= silenceMs) continue;
+      const reason = `no heartbeat for ${Math.round((now - w.lastSeenMs) / 1000)} s (--worker-timeout ${silenceMs / 1000})`;
+      state.options.logger.warn('dropping a silent worker', { worker: w.name, reason });
+      w.stop(StopReasonEnum.EVICTED, reason);
+      removeWorker(state, w, reason);
+    }
+  }, 1000);
+  sweep.unref();
+  return sweep;
+}
+
+/**
+ * The attached workers once there are at least `minWorkers`, waiting for joins until then (and
+ * failing the job after `waitTimeoutMs`). Logs a notice every 5 s while it waits.
+ */
+async function waitForMembers(
+  state: ClusterState,
+  signal: AbortSignal | undefined,
+): Promise<readonly TrainingWorker[]> {
+  const { options, attached } = state;
+  const waitMs = options.waitTimeoutMs ?? 0;
+  const giveUpAt = Date.now() + waitMs;
+  let nextNotice = 0;
+  for (;;) {
+    if (state.aborted) throw state.aborted;
+    if (signal?.aborted) {
+      throw new ShardlineError('CANCELLED', 'Training was interrupted before it finished.');
+    }
+    if (attached.length >= options.minWorkers) return [...attached];
+    const left = giveUpAt - Date.now();
+    if (waitMs > 0 && left <= 0) {
+      throw new ShardlineError(
+        'TIMEOUT',
+        `Waited ${waitMs / 1000} s for ${options.minWorkers} workers (--min-workers), but only ${attached.length} attached. ` +
+          'Start more shardline-worker processes pointing at this coordinator, or lower --min-workers; raise --wait-timeout to wait longer.',
+      );
+    }
+    if (Date.now() >= nextNotice) {
+      options.logger.info('waiting for workers', {
+        attached: attached.length,
+        min_workers: options.minWorkers,
+        ...(waitMs > 0 ? { gives_up_in_seconds: Math.ceil(left / 1000) } : {}),
+      });
+      nextNotice = Date.now() + 5000;
+    }
+    // Wake on a join, on abort, or in time for the next notice or the deadline.
+    await nextWake(state, Math.max(10, Math.min(5000, waitMs > 0 ? left : 5000)), signal);
+  }
+}
+
+/** Resolves on the next attach, after `ms`, or on `signal`; rejects when the cluster aborts. */
+function nextWake(state: ClusterState, ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+    state.waiters.push({
+      resolve: done,
+      reject: (e) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        reject(e);
+      },
+    });
+  });
 }

@@ -5,13 +5,15 @@
  * resolves when the worker's gradient (or evaluation) has fully arrived and checked out.
  */
 import type { ServerDuplexStream } from '@grpc/grpc-js';
-import { type ParamLayout, ShardlineError } from '@shardline/core';
+import { type ParamLayout, ShardlineError, toShardlineError } from '@shardline/core';
 import type { ClassificationState } from '@shardline/metrics';
 import {
   createTensorAssembler,
   decodeTensor,
+  type EvaluationResult,
   encodeTensor,
   encodeTrainResponseOnce,
+  type GradientChunk,
   type JobSpec,
   type TrainRequest,
   type TrainResponse,
@@ -19,13 +21,7 @@ import {
   weightsMessages,
   writeMessages,
 } from '@shardline/protocol';
-import type {
-  EvalAssignment,
-  ShareAssignment,
-  ShareResult,
-  TrainingWorker,
-  WeightsSnapshot,
-} from '@shardline/training';
+import type { ShareResult, TrainingWorker, WeightsSnapshot } from '@shardline/training';
 
 /** Builds each weights version's messages once, however many workers need them. */
 export interface WeightsEncoder {
@@ -71,10 +67,19 @@ export function createWeightsEncoder(job: JobSpec, layout: ParamLayout): Weights
   };
 }
 
+/** A reply the coordinator waits for: a step's gradient or an evaluation. */
 interface Pending<T> {
   key: bigint;
   resolve(value: T): void;
   reject(error: unknown): void;
+}
+
+/** The numbers that come with a gradient's first chunk. */
+interface ShareNumbers {
+  sampleCount: number;
+  loss: number;
+  correct: number;
+  computeSeconds: number;
 }
 
 /** Details of a joined worker, for logs and status. */
@@ -104,24 +109,60 @@ export interface RemoteWorker extends TrainingWorker {
   fail(error: ShardlineError): void;
 }
 
+/** What {@link createRemoteWorker} needs besides the worker and its stream. */
+export interface RemoteWorkerContext {
+  job: JobSpec;
+  layout: ParamLayout;
+  encoder: WeightsEncoder;
+  /** Tensor bytes sent and received, summed over every worker. */
+  traffic: { sent: number; received: number };
+  /** Called for each gradient rejected for non-finite values. */
+  onRejected?: () => void;
+}
+
+/**
+ * Waits for one reply under `signal`: the promise rejects with `signal.reason` as soon as the
+ * signal aborts (the step's deadline passed, or the run was cancelled), and `clear` empties the
+ * slot, so a late reply is refused as one nobody asked for.
+ */
+function awaitReply<T>(
+  key: bigint,
+  signal: AbortSignal | undefined,
+  store: (pending: Pending<T>) => void,
+  clear: (pending: Pending<T>) => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      clear(pending);
+      reject(signal!.reason);
+    };
+    const pending: Pending<T> = {
+      key,
+      resolve(value) {
+        signal?.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      reject(error) {
+        signal?.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    };
+    store(pending);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 /** Creates a {@link RemoteWorker} over `call`. */
 export function createRemoteWorker(
   info: RemoteWorkerInfo,
   call: ServerDuplexStream<TrainRequest, TrainResponse>,
-  job: JobSpec,
-  layout: ParamLayout,
-  encoder: WeightsEncoder,
-  traffic: { sent: number; received: number },
-  onRejected: () => void = () => {},
+  context: RemoteWorkerContext,
 ): RemoteWorker {
+  const { job, layout, encoder, traffic } = context;
   let version = -1;
   let lastStep = -1;
   let lastSeenMs = Date.now();
-  let gradient:
-    | (Pending<ShareResult> & {
-        samples?: { sampleCount: number; loss: number; correct: number; computeSeconds: number };
-      })
-    | undefined;
+  let gradient: (Pending<ShareResult> & { numbers?: ShareNumbers }) | undefined;
   let evaluation: Pending<ClassificationState> | undefined;
   let requestIds = 0n;
   let failure: ShardlineError | undefined;
@@ -142,8 +183,9 @@ export function createRemoteWorker(
     reuseBuffer: true,
   });
 
-  const guard = () => {
+  const guard = (signal: AbortSignal | undefined) => {
     if (failure) throw failure;
+    signal?.throwIfAborted();
   };
   const sendWeights = async (weights: WeightsSnapshot) => {
     if (version === weights.version) return;
@@ -152,8 +194,66 @@ export function createRemoteWorker(
     traffic.sent += bytes;
     version = weights.version;
   };
+  /** Sends the weights the worker lacks, then `request`; a failure fails the pending reply. */
+  const send = (weights: WeightsSnapshot, request: TrainResponse) => {
+    sendWeights(weights)
+      .then(() => call.write(request))
+      .catch((error: unknown) => worker.fail(toShardlineError(error, 'CONNECTION_LOST')));
+  };
 
-  return {
+  const receiveGradient = (chunk: GradientChunk) => {
+    if (!gradient) {
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        `Worker ${info.name} sent a gradient no step asked for.`,
+      );
+    }
+    if (chunk.result) gradient.numbers = chunk.result;
+    const tensor = assembler.push(chunk.chunk!);
+    if (!tensor) return;
+    if (tensor.meta.step !== gradient.key) {
+      throw new ShardlineError(
+        'MISMATCH',
+        `Worker ${info.name} sent a gradient for step ${tensor.meta.step}, expected step ${gradient.key}.`,
+      );
+    }
+    const numbers = gradient.numbers;
+    if (!numbers) {
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        `Worker ${info.name} sent a gradient without its sample count and loss.`,
+      );
+    }
+    const values = decodeTensor(tensor.bytes, tensor.meta.dtype);
+    const bad = firstNonFinite(values);
+    if (bad >= 0) {
+      context.onRejected?.();
+      throw new ShardlineError(
+        'NUMERIC',
+        `Worker ${info.name} sent a gradient for step ${tensor.meta.step} with ${values[bad]} at index ${bad}: expected finite numbers. ` +
+          'The gradient was rejected and the step runs without this worker; check its backend and data, or lower --learning-rate.',
+      );
+    }
+    const done = gradient;
+    gradient = undefined;
+    traffic.received += tensor.bytes.byteLength;
+    lastStep = Number(done.key);
+    done.resolve({ ...numbers, gradient: values });
+  };
+
+  const receiveEvaluation = (result: EvaluationResult) => {
+    if (!evaluation || evaluation.key !== result.requestId) {
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        `Worker ${info.name} sent an evaluation no request asked for.`,
+      );
+    }
+    const done = evaluation;
+    evaluation = undefined;
+    done.resolve(JSON.parse(result.stateJson) as ClassificationState);
+  };
+
+  const worker: RemoteWorker = {
     id: info.id,
     name: info.name,
     info,
@@ -167,20 +267,24 @@ export function createRemoteWorker(
     get busy() {
       return gradient !== undefined || evaluation !== undefined;
     },
-    async computeShare(
-      assignment: ShareAssignment,
-      weights: WeightsSnapshot,
-    ): Promise<ShareResult> {
-      guard();
-      await sendWeights(weights);
-      const result = new Promise<ShareResult>((resolve, reject) => {
-        gradient = { key: BigInt(assignment.step), resolve, reject };
-      });
-      call.write({
+    computeShare(assignment, weights, signal) {
+      guard(signal);
+      const key = BigInt(assignment.step);
+      const result = awaitReply<ShareResult>(
+        key,
+        signal,
+        (p) => {
+          gradient = p;
+        },
+        (p) => {
+          if (gradient === p) gradient = undefined;
+        },
+      );
+      const request: TrainResponse = {
         kind: {
           $case: 'assignment',
           value: {
-            step: BigInt(assignment.step),
+            step: key,
             epoch: assignment.epoch,
             stepInEpoch: assignment.stepInEpoch,
             rank: assignment.rank,
@@ -189,17 +293,24 @@ export function createRemoteWorker(
             weightsVersion: BigInt(weights.version),
           },
         },
-      });
+      };
+      send(weights, request);
       return result;
     },
-    async evaluate(slice: EvalAssignment, weights: WeightsSnapshot): Promise<ClassificationState> {
-      guard();
-      await sendWeights(weights);
+    evaluate(slice, weights, signal) {
+      guard(signal);
       requestIds++;
-      const result = new Promise<ClassificationState>((resolve, reject) => {
-        evaluation = { key: requestIds, resolve, reject };
-      });
-      call.write({
+      const result = awaitReply<ClassificationState>(
+        requestIds,
+        signal,
+        (p) => {
+          evaluation = p;
+        },
+        (p) => {
+          if (evaluation === p) evaluation = undefined;
+        },
+      );
+      const request: TrainResponse = {
         kind: {
           $case: 'evaluate',
           value: {
@@ -209,72 +320,38 @@ export function createRemoteWorker(
             weightsVersion: BigInt(weights.version),
           },
         },
-      });
+      };
+      send(weights, request);
       return result;
     },
     receive(message) {
-      const kind = message.kind;
       lastSeenMs = Date.now();
+      const kind = message.kind;
       if (!kind) return;
       try {
-        if (kind.$case === 'gradient') {
-          if (!gradient)
+        switch (kind.$case) {
+          case 'gradient':
+            return receiveGradient(kind.value);
+          case 'evaluation':
+            return receiveEvaluation(kind.value);
+          case 'error':
             throw new ShardlineError(
-              'INVALID_ARGUMENT',
-              `Worker ${info.name} sent a gradient no step asked for.`,
+              'INTERNAL',
+              `Worker ${info.name} failed: ${kind.value.message}`,
             );
-          if (kind.value.result) gradient.samples = kind.value.result;
-          const tensor = assembler.push(kind.value.chunk!);
-          if (!tensor) return;
-          if (tensor.meta.step !== gradient.key) {
-            throw new ShardlineError(
-              'MISMATCH',
-              `Worker ${info.name} sent a gradient for step ${tensor.meta.step}, expected step ${gradient.key}.`,
-            );
-          }
-          const samples = gradient.samples;
-          if (!samples)
-            throw new ShardlineError(
-              'INVALID_ARGUMENT',
-              `Worker ${info.name} sent a gradient without its sample count and loss.`,
-            );
-          const values = decodeTensor(tensor.bytes, tensor.meta.dtype);
-          const bad = firstNonFinite(values);
-          if (bad >= 0) {
-            onRejected();
-            throw new ShardlineError(
-              'NUMERIC',
-              `Worker ${info.name} sent a gradient for step ${tensor.meta.step} with ${values[bad]} at index ${bad}: expected finite numbers. ` +
-                'The gradient was rejected and the step runs without this worker; check its backend and data, or lower --learning-rate.',
-            );
-          }
-          const done = gradient;
-          gradient = undefined;
-          traffic.received += tensor.bytes.byteLength;
-          lastStep = Number(done.key);
-          done.resolve({ ...samples, gradient: values });
-        } else if (kind.$case === 'evaluation') {
-          if (!evaluation || evaluation.key !== kind.value.requestId) {
-            throw new ShardlineError(
-              'INVALID_ARGUMENT',
-              `Worker ${info.name} sent an evaluation no request asked for.`,
-            );
-          }
-          const done = evaluation;
-          evaluation = undefined;
-          done.resolve(JSON.parse(kind.value.stateJson) as ClassificationState);
-        } else if (kind.$case === 'error') {
-          throw new ShardlineError('INTERNAL', `Worker ${info.name} failed: ${kind.value.message}`);
+          // Proof of life (recorded above), and the attach that opened this stream.
+          case 'heartbeat':
+          case 'attach':
+            return;
+          default:
+            return assertNever(kind);
         }
       } catch (error) {
-        const e =
-          error instanceof ShardlineError
-            ? error
-            : new ShardlineError('INVALID_ARGUMENT', String(error), { cause: error });
+        const e = toShardlineError(error, 'INVALID_ARGUMENT');
         // Tell the worker why with a gRPC status, then fail whatever waits on it: the trainer
         // drops it and runs the step without it, so the model never sees the bad input.
         if (!call.writableEnded && !call.destroyed) call.emit('error', toGrpcStatus(e));
-        this.fail(e);
+        worker.fail(e);
       }
     },
     stop(reason, message) {
@@ -292,6 +369,12 @@ export function createRemoteWorker(
       resolveClosed(error.message);
     },
   };
+  return worker;
+}
+
+/** Compile-time proof that a switch handled every case of a oneof. */
+function assertNever(value: never): never {
+  throw new ShardlineError('INTERNAL', `Unhandled message kind: ${JSON.stringify(value)}`);
 }
 
 /** Index of the first NaN or infinity in `values`, or -1. */
