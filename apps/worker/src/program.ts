@@ -8,27 +8,29 @@
  * switch's variable, even "false", into "on", and leave no room for a config file).
  */
 import { readFileSync } from 'node:fs';
+import { createLogger, toShardlineError } from '@shardline/core';
 import {
-  createLogger,
-  type LogLevel,
-  parseBackendPreference,
-  toShardlineError,
-} from '@shardline/core';
+  CONFIG_FLAG,
+  CONFIG_OPTION_HELP,
+  type FlagValues,
+  flagValues,
+  isExpectation,
+  optionAttribute,
+  optionFlags,
+  optionHelp,
+  parseFlag,
+  type SettingSpec,
+  settingsLogFields,
+  sourceOf,
+} from '@shardline/core/settings';
 import { Command, CommanderError, Help, InvalidArgumentError, Option } from 'commander';
 import {
-  CONFIG_ENV,
-  CONFIG_FLAG,
-  configKeyFor,
-  describeSource,
-  displayValue,
-  Expectation,
-  envVariableFor,
   formatConfig,
+  type ResolvedWorkerConfig,
   requireCoordinator,
   resolveWorkerConfig,
-  type SettingKey,
-  type SettingSpec,
   WORKER_SETTINGS,
+  WORKER_SETTINGS_MODEL,
 } from './config.js';
 import { formatDoctorReport, runDoctor } from './doctor.js';
 import {
@@ -62,52 +64,32 @@ export const DOCTOR_COORDINATOR_TIMEOUT_S = 5;
 
 // Help text for each setting's option: commander's own format, "(choices: ..., default: ...,
 // env: NAME)", plus the config-file key, so `--help` documents all three ways to set it.
-const specOfOption = new WeakMap<Option, SettingSpec | 'config'>();
+const specOfOption = new WeakMap<Option, SettingSpec>();
 
 function optionDescription(this: Help, option: Option): string {
   const spec = specOfOption.get(option);
-  if (spec === undefined) return Help.prototype.optionDescription.call(this, option);
-  if (spec === 'config') return `${option.description} (env: ${CONFIG_ENV})`;
-  const extra: string[] = [];
-  if (spec.choices) extra.push(`choices: ${spec.choices.map((c) => JSON.stringify(c)).join(', ')}`);
-  if (spec.defaultValue && spec.type !== 'boolean') {
-    extra.push(`default: ${spec.defaultDescription ?? JSON.stringify(spec.defaultValue())}`);
-  }
-  extra.push(`env: ${envVariableFor(spec.flag)}`);
-  extra.push(`config: ${spec.key}`);
-  return `${option.description} (${extra.join(', ')})`;
+  return spec === undefined
+    ? Help.prototype.optionDescription.call(this, option)
+    : optionHelp(spec);
 }
 
 /** Adds every setting's flag (and --config) to `command`. */
 function addSettingOptions(command: Command): void {
   for (const spec of WORKER_SETTINGS) {
-    const option = new Option(
-      spec.argument ? `${spec.flag} ${spec.argument}` : spec.flag,
-      spec.description,
-    );
+    const option = new Option(optionFlags(spec), spec.description);
     if (spec.argument) {
       option.argParser((value: string) => {
         try {
-          return spec.parse(value);
+          return parseFlag(spec, value);
         } catch (error) {
-          if (error instanceof Expectation) {
-            throw new InvalidArgumentError(
-              `${error.message[0]!.toUpperCase()}${error.message.slice(1)}.`,
-            );
-          }
-          throw error;
+          throw isExpectation(error) ? new InvalidArgumentError(error.message) : error;
         }
       });
     }
     specOfOption.set(option, spec);
     command.addOption(option);
   }
-  const config = new Option(
-    `${CONFIG_FLAG} <file>`,
-    'read settings from this JSON file; flags and environment variables override it',
-  );
-  specOfOption.set(config, 'config');
-  command.addOption(config);
+  command.addOption(new Option(`${CONFIG_FLAG} <file>`, CONFIG_OPTION_HELP));
 }
 
 /**
@@ -115,16 +97,15 @@ function addSettingOptions(command: Command): void {
  * `--tls` is true, one given as `--no-download` makes `noDownload` true.
  */
 function flagsGiven(command: Command): {
-  flags: Partial<Record<SettingKey, string | number | boolean>>;
+  flags: FlagValues<typeof WORKER_SETTINGS>;
   config?: string;
 } {
-  const flags: Partial<Record<SettingKey, string | number | boolean>> = {};
-  for (const spec of WORKER_SETTINGS) {
-    const attribute = configKeyFor(spec.flag.replace(/^--no-/, '--'));
-    if (command.getOptionValueSource(attribute) !== 'cli') continue;
-    const value = command.getOptionValue(attribute) as string | number | boolean;
-    flags[spec.key] = spec.argument ? value : true;
-  }
+  const flags = flagValues(WORKER_SETTINGS_MODEL, (spec) => {
+    const attribute = optionAttribute(spec);
+    return command.getOptionValueSource(attribute) === 'cli'
+      ? command.getOptionValue(attribute)
+      : undefined;
+  });
   const config =
     command.getOptionValueSource('config') === 'cli' ? command.getOptionValue('config') : undefined;
   return { flags, ...(typeof config === 'string' ? { config } : {}) };
@@ -148,8 +129,6 @@ export function createWorkerProgram(
 }
 
 function buildProgram(streams: WorkerStreams, context: WorkerCliContext): WorkerProgram {
-  const env = context.env ?? process.env;
-  const cwd = context.cwd ?? process.cwd();
   const result = { exitCode: 0 };
   const program = new Command('shardline-worker')
     .description(
@@ -174,7 +153,50 @@ function buildProgram(streams: WorkerStreams, context: WorkerCliContext): Worker
     '--print-config',
     'print each setting, its value and where it came from, then exit',
   );
+  addDoctorCommand(program, streams, context, result);
+  program.action(async (opts: { printConfig?: boolean }) => {
+    const config = resolveGiven([program], context);
+    if (opts.printConfig) {
+      streams.stdout.write(formatConfig(config));
+      // A configuration that could not start a worker is not a success, even when printed.
+      requireCoordinator(config);
+      return;
+    }
+    result.exitCode = await startWorker(config, streams);
+  });
+  return { program, result };
+}
 
+/**
+ * Merges the settings given on `commands`' command lines (a later command's win: settings
+ * given after `doctor` override those before it) with the environment and the config file.
+ */
+function resolveGiven(
+  commands: readonly Command[],
+  context: WorkerCliContext,
+): ResolvedWorkerConfig {
+  const flags: FlagValues<typeof WORKER_SETTINGS> = {};
+  let configFlag: string | undefined;
+  for (const command of commands) {
+    const given = flagsGiven(command);
+    Object.assign(flags, given.flags);
+    configFlag = given.config ?? configFlag;
+  }
+  return resolveWorkerConfig({
+    flags,
+    ...(configFlag !== undefined ? { configFlag } : {}),
+    env: context.env ?? process.env,
+    cwd: context.cwd ?? process.cwd(),
+  });
+}
+
+/** `doctor`: the same settings as the program, and a report of what this machine can do. */
+function addDoctorCommand(
+  program: Command,
+  streams: WorkerStreams,
+  context: WorkerCliContext,
+  result: { exitCode: number },
+): void {
   const doctor = program
     .command('doctor')
     .description(
@@ -187,22 +209,13 @@ function buildProgram(streams: WorkerStreams, context: WorkerCliContext): Worker
   doctor.option('--json', 'print the report as one JSON object');
   doctor.action(async (opts: { json?: boolean }) => {
     // Settings given before `doctor` count too; those after it win.
-    const before = flagsGiven(program);
-    const after = flagsGiven(doctor);
-    const configFlag = after.config ?? before.config;
-    const config = resolveWorkerConfig({
-      flags: { ...before.flags, ...after.flags },
-      ...(configFlag !== undefined ? { configFlag } : {}),
-      env,
-      cwd,
-    });
-    const timeout = config.entries.find((e) => e.key === 'connectTimeout')!;
+    const config = resolveGiven([program, doctor], context);
     const report = await runDoctor({
       config,
       version,
-      env,
+      env: context.env ?? process.env,
       coordinatorTimeoutMs:
-        (timeout.source.kind === 'default'
+        (sourceOf(config, 'connectTimeout').kind === 'default'
           ? DOCTOR_COORDINATOR_TIMEOUT_S
           : config.settings.connectTimeout) * 1000,
     });
@@ -211,75 +224,57 @@ function buildProgram(streams: WorkerStreams, context: WorkerCliContext): Worker
     );
     result.exitCode = report.ok ? 0 : 1;
   });
+}
 
-  program.action(async (opts: { printConfig?: boolean }) => {
-    const given = flagsGiven(program);
-    const config = resolveWorkerConfig({
-      flags: given.flags,
-      ...(given.config !== undefined ? { configFlag: given.config } : {}),
-      env,
-      cwd,
-    });
-    if (opts.printConfig) {
-      streams.stdout.write(formatConfig(config));
-      // A configuration that could not start a worker is not a success, even when printed.
-      requireCoordinator(config);
-      return;
-    }
-    const coordinator = requireCoordinator(config);
-    const s = config.settings;
-    const logger = createLogger({
-      level: s.logLevel as LogLevel,
-      format: s.logFormat,
-      sink: streams.stderr,
-      fields: { name: s.name },
-    });
-    if (logger.enabled('debug')) {
-      const shown = Object.fromEntries(
-        config.entries.map((e) => {
-          const spec = WORKER_SETTINGS.find((x) => x.key === e.key)!;
-          return [e.key, `${displayValue(spec, e.value)} (${describeSource(e.source)})`];
-        }),
-      );
-      logger.debug('settings', shown);
-    }
-    // Before the backend loads or data is read: bad PEM files or a bad token stop here.
-    const channel = resolveWorkerChannel(readWorkerSecurityFlags({ ...s }), coordinator, logger);
-    const abort = new AbortController();
-    const onSignal = () => abort.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-    try {
-      const outcome = await runWorker({
-        coordinator,
-        name: s.name,
-        backend: parseBackendPreference(s.backend),
-        ...(s.dataDir === undefined ? {} : { dataDir: s.dataDir }),
-        download: !s.noDownload,
-        connectTimeoutMs: s.connectTimeout * 1000,
-        channel,
-        logger,
-        signal: abort.signal,
-      }).catch((error: unknown) => {
-        throw explainSecurityFailure(error, channel, coordinator);
-      });
-      if (outcome.reason === 'job-failed' || outcome.reason === 'evicted') {
-        throw toShardlineError(
-          new Error(`The coordinator stopped this worker (${outcome.reason}): ${outcome.message}`),
-        );
-      }
-      if (outcome.reason === 'shutdown') {
-        streams.stderr.write(
-          `shardline-worker: the coordinator stopped before the job finished (${outcome.message}). Start this worker again to rejoin the run when it resumes.\n`,
-        );
-        result.exitCode = EXIT_COORDINATOR_STOPPED;
-      }
-    } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
+/** Runs a worker with `config` until its job ends; returns the exit status. */
+async function startWorker(config: ResolvedWorkerConfig, streams: WorkerStreams): Promise<number> {
+  const coordinator = requireCoordinator(config);
+  const s = config.settings;
+  const logger = createLogger({
+    level: s.logLevel,
+    format: s.logFormat,
+    sink: streams.stderr,
+    fields: { name: s.name },
   });
-  return { program, result };
+  if (logger.enabled('debug')) {
+    logger.debug('settings', settingsLogFields(WORKER_SETTINGS_MODEL, config));
+  }
+  // Before the backend loads or data is read: bad PEM files or a bad token stop here.
+  const channel = resolveWorkerChannel(readWorkerSecurityFlags({ ...s }), coordinator, logger);
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const outcome = await runWorker({
+      coordinator,
+      name: s.name,
+      backend: s.backend,
+      ...(s.dataDir === undefined ? {} : { dataDir: s.dataDir }),
+      download: !s.noDownload,
+      connectTimeoutMs: s.connectTimeout * 1000,
+      channel,
+      logger,
+      signal: abort.signal,
+    }).catch((error: unknown) => {
+      throw explainSecurityFailure(error, channel, coordinator);
+    });
+    if (outcome.reason === 'job-failed' || outcome.reason === 'evicted') {
+      throw toShardlineError(
+        new Error(`The coordinator stopped this worker (${outcome.reason}): ${outcome.message}`),
+      );
+    }
+    if (outcome.reason === 'shutdown') {
+      streams.stderr.write(
+        `shardline-worker: the coordinator stopped before the job finished (${outcome.message}). Start this worker again to rejoin the run when it resumes.\n`,
+      );
+      return EXIT_COORDINATOR_STOPPED;
+    }
+    return 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
 }
 
 /**
