@@ -1,7 +1,34 @@
 /**
- * The settings of one training job, as the `train` command resolves them from its flags.
+ * The settings of one training job: the `train` command's settings table, and the job's
+ * validated config built from them.
+ *
+ * Every setting comes from, in this order of precedence, its flag, its environment variable
+ * (`SHARDLINE_` + the flag in upper snake case), the JSON config file (`--config` /
+ * `SHARDLINE_CONFIG`, keys in camelCase) or its default: the same model as `shardline-worker`,
+ * from @shardline/core/settings.
  */
-import type { BackendPreference, OptimizerKind, ScheduleKind } from '@shardline/core';
+import {
+  BackendNames,
+  type BackendPreference,
+  LogLevels,
+  type OptimizerKind,
+  OptimizerKinds,
+  type ScheduleKind,
+  ScheduleKinds,
+} from '@shardline/core';
+import {
+  defineSettings,
+  nonEmpty,
+  oneOf,
+  parseSwitch,
+  type SettingsOf,
+  setting,
+} from '@shardline/core/settings';
+import { datasetNames } from '@shardline/datasets';
+import { listModels } from '@shardline/models';
+import { checkToken, readTokenFile } from '@shardline/protocol';
+import { parseHealthListen } from './distributed/healthListen.js';
+import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './parsers.js';
 
 /** Everything a training job needs to know, validated. */
 export interface TrainConfig {
@@ -35,4 +62,423 @@ export interface TrainConfig {
   /** Checkpoints kept; older ones are deleted. */
   keepCheckpoints: number;
   logFormat: 'json' | 'text';
+}
+
+/** Wire encodings of gradients and weights. */
+export const WIRE_DTYPES = ['float32', 'float16', 'bfloat16'] as const;
+const BACKENDS = ['auto', ...BackendNames] as const;
+const LOG_FORMATS = ['text', 'json'] as const;
+const MODELS = listModels().map((m) => m.name);
+
+/** The default --out: `runs/<date-time>`, a new folder for every run. */
+function defaultOut(): string {
+  const stamp = new Date().toISOString().replace(/[:T]/g, '-').replace(/\..*$/, '');
+  return `runs/${stamp}`;
+}
+
+/** A switch: off unless given. */
+function off(): false {
+  return false;
+}
+
+/** Where the distributed mode listens, and who may join. */
+const SERVING = [
+  setting({
+    flag: '--in-process',
+    description: 'train inside this process (no gRPC, no workers)',
+    type: 'boolean',
+    defaultValue: off,
+    parse: parseSwitch,
+  }),
+  setting({
+    flag: '--listen',
+    argument: '<host:port>',
+    description: 'address to serve workers on (port 0: any free port)',
+    type: 'string',
+    defaultValue: () => '127.0.0.1:7070',
+    parse: nonEmpty('host:port'),
+  }),
+  setting({
+    flag: '--local-workers',
+    argument: '<n>',
+    description: 'worker processes to start on this machine',
+    type: 'number',
+    defaultValue: () => 2,
+    parse: nonNegativeInt,
+  }),
+  setting({
+    flag: '--health-listen',
+    argument: '<host:port>',
+    description:
+      'also serve the gRPC health service here, in plaintext and without a token, for probes that cannot use a TLS --listen (off by default)',
+    type: 'string',
+    parse: parseHealthListen,
+  }),
+] as const;
+
+/** Channel security: token, TLS, mutual TLS (distributed/security.ts). */
+const SECURITY = [
+  setting({
+    flag: '--token',
+    argument: '<token>',
+    description:
+      'shared secret every worker call must carry (prefer the env variable: flags show in `ps`)',
+    type: 'string',
+    secret: true,
+    parse: (value) => value,
+  }),
+  setting({
+    flag: '--token-file',
+    argument: '<file>',
+    description: 'read the shared secret from this file, such as a mounted Kubernetes Secret',
+    type: 'string',
+    path: true,
+    parse: nonEmpty('a file'),
+  }),
+  setting({
+    flag: '--tls-cert',
+    argument: '<pem>',
+    description: 'serve TLS with this certificate (chain) file',
+    type: 'string',
+    path: true,
+    parse: nonEmpty('a PEM file'),
+  }),
+  setting({
+    flag: '--tls-key',
+    argument: '<pem>',
+    description: "the certificate's private key file (unencrypted PEM)",
+    type: 'string',
+    path: true,
+    parse: nonEmpty('a PEM file'),
+  }),
+  setting({
+    flag: '--tls-ca',
+    argument: '<pem>',
+    description: 'mutual TLS: require worker certificates signed by a CA in this file',
+    type: 'string',
+    path: true,
+    parse: nonEmpty('a PEM file'),
+  }),
+  setting({
+    flag: '--insecure',
+    description: 'allow a non-loopback --listen with neither --token nor TLS',
+    type: 'boolean',
+    defaultValue: off,
+    parse: parseSwitch,
+  }),
+] as const;
+
+/** Membership and the wire. */
+const EXCHANGE = [
+  setting({
+    flag: '--min-workers',
+    argument: '<n>',
+    description:
+      'workers that must be attached before a step runs (default: --local-workers, at least 1)',
+    type: 'number',
+    parse: positiveInt,
+  }),
+  setting({
+    flag: '--gradient-dtype',
+    argument: '<dtype>',
+    description: 'encoding of gradients on the wire',
+    type: 'string',
+    choices: WIRE_DTYPES,
+    defaultValue: () => 'float32',
+    parse: oneOf(WIRE_DTYPES),
+  }),
+  setting({
+    flag: '--weights-dtype',
+    argument: '<dtype>',
+    description: "encoding of weights on the wire (16-bit rounds the workers' copy)",
+    type: 'string',
+    choices: WIRE_DTYPES,
+    defaultValue: () => 'float32',
+    parse: oneOf(WIRE_DTYPES),
+  }),
+] as const;
+
+/** The model, the data and the optimisation. */
+const JOB = [
+  setting({
+    flag: '--model',
+    argument: '<name>',
+    description: 'model to train',
+    type: 'string',
+    choices: MODELS,
+    defaultValue: () => 'seed-cnn',
+    parse: oneOf(MODELS),
+  }),
+  setting({
+    flag: '--dataset',
+    argument: '<name>',
+    description: 'dataset to train on',
+    type: 'string',
+    choices: datasetNames,
+    defaultValue: () => 'fashion-mnist',
+    parse: oneOf(datasetNames),
+  }),
+  setting({
+    flag: '--data-dir',
+    argument: '<dir>',
+    description: 'folder holding the dataset files (else the cache, /usr/share/datasets, download)',
+    type: 'string',
+    path: true,
+    parse: nonEmpty('a folder'),
+  }),
+  setting({
+    flag: '--no-download',
+    description: 'never download the dataset; fail when no local copy exists',
+    type: 'boolean',
+    defaultValue: off,
+    parse: parseSwitch,
+  }),
+  setting({
+    flag: '--epochs',
+    argument: '<n>',
+    description: 'passes over the training set',
+    type: 'number',
+    defaultValue: () => 30,
+    parse: positiveInt,
+  }),
+  setting({
+    flag: '--batch-size',
+    argument: '<n>',
+    description: 'global batch size (images per optimizer step)',
+    type: 'number',
+    defaultValue: () => 32,
+    parse: positiveInt,
+  }),
+  setting({
+    flag: '--learning-rate',
+    argument: '<lr>',
+    description: 'peak learning rate',
+    type: 'number',
+    defaultValue: () => 0.001,
+    parse: positiveNumber,
+  }),
+  setting({
+    flag: '--optimizer',
+    argument: '<kind>',
+    description: 'optimizer',
+    type: 'string',
+    choices: OptimizerKinds,
+    defaultValue: () => 'adam',
+    parse: oneOf(OptimizerKinds),
+  }),
+  setting({
+    flag: '--momentum',
+    argument: '<m>',
+    description: 'momentum coefficient (momentum optimizer)',
+    type: 'number',
+    defaultValue: () => 0.9,
+    parse: nonNegativeNumber,
+  }),
+  setting({
+    flag: '--weight-decay',
+    argument: '<wd>',
+    description: 'L2 weight decay',
+    type: 'number',
+    defaultValue: () => 0,
+    parse: nonNegativeNumber,
+  }),
+  setting({
+    flag: '--schedule',
+    argument: '<kind>',
+    description: 'learning-rate schedule',
+    type: 'string',
+    choices: ScheduleKinds,
+    defaultValue: () => 'constant',
+    parse: oneOf(ScheduleKinds),
+  }),
+  setting({
+    flag: '--warmup-epochs',
+    argument: '<n>',
+    description: 'linear learning-rate warmup, in epochs (may be fractional)',
+    type: 'number',
+    defaultValue: () => 0,
+    parse: nonNegativeNumber,
+  }),
+  setting({
+    flag: '--augment',
+    description: 'random shifts and flips of training images',
+    type: 'boolean',
+    defaultValue: off,
+    parse: parseSwitch,
+  }),
+] as const;
+
+/** Checkpoints, faults and where the run goes. */
+const RUN = [
+  setting({
+    flag: '--resume',
+    description: 'continue the run in --out from its newest checkpoint (same flags otherwise)',
+    type: 'boolean',
+    defaultValue: off,
+    parse: parseSwitch,
+  }),
+  setting({
+    flag: '--checkpoint-every',
+    argument: '<steps>',
+    description: 'also checkpoint every N steps (0: only at each epoch end)',
+    type: 'number',
+    defaultValue: () => 0,
+    parse: nonNegativeInt,
+  }),
+  setting({
+    flag: '--keep-checkpoints',
+    argument: '<n>',
+    description: 'checkpoints kept under <out>/checkpoints',
+    type: 'number',
+    defaultValue: () => 3,
+    parse: positiveInt,
+  }),
+  setting({
+    flag: '--worker-timeout',
+    argument: '<seconds>',
+    description: 'drop a worker that has not returned its share this long after a step began',
+    type: 'number',
+    defaultValue: () => 10,
+    parse: positiveNumber,
+  }),
+  setting({
+    flag: '--wait-timeout',
+    argument: '<seconds>',
+    description:
+      'give up when fewer than --min-workers are attached for this long (0: wait forever)',
+    type: 'number',
+    defaultValue: () => 300,
+    parse: nonNegativeNumber,
+  }),
+  setting({
+    flag: '--max-workers',
+    argument: '<n>',
+    description: 'refuse joins beyond this many workers (0: no limit)',
+    type: 'number',
+    defaultValue: () => 0,
+    parse: nonNegativeInt,
+  }),
+  setting({
+    flag: '--seed',
+    argument: '<n>',
+    description: 'seed for initialisation, shuffling and augmentation',
+    type: 'number',
+    defaultValue: () => 42,
+    parse: nonNegativeInt,
+  }),
+  setting({
+    flag: '--backend',
+    argument: '<name>',
+    description: 'compute backend',
+    type: 'string',
+    choices: BACKENDS,
+    defaultValue: () => 'auto',
+    parse: oneOf(BACKENDS),
+  }),
+  setting({
+    flag: '--limit-train',
+    argument: '<n>',
+    description: 'use only the first N training images (0: all)',
+    type: 'number',
+    defaultValue: () => 0,
+    parse: nonNegativeInt,
+  }),
+  setting({
+    flag: '--limit-test',
+    argument: '<n>',
+    description: 'use only the first N test images (0: all)',
+    type: 'number',
+    defaultValue: () => 0,
+    parse: nonNegativeInt,
+  }),
+  setting({
+    flag: '--eval-batch-size',
+    argument: '<n>',
+    description: 'images per forward pass during evaluation',
+    type: 'number',
+    defaultValue: () => 500,
+    parse: positiveInt,
+  }),
+  setting({
+    flag: '--out',
+    argument: '<dir>',
+    description: 'folder for the trained model and the run summary',
+    type: 'string',
+    path: true,
+    defaultValue: defaultOut,
+    defaultDescription: 'runs/<date-time>',
+    parse: nonEmpty('a folder'),
+  }),
+  setting({
+    flag: '--log-format',
+    argument: '<format>',
+    description: 'json: one event per line on stdout',
+    type: 'string',
+    choices: LOG_FORMATS,
+    defaultValue: () => 'text',
+    parse: oneOf(LOG_FORMATS),
+  }),
+  setting({
+    flag: '--log-level',
+    argument: '<level>',
+    description: 'log level for stderr',
+    type: 'string',
+    choices: LogLevels,
+    defaultValue: () => 'info',
+    parse: oneOf(LogLevels),
+  }),
+] as const;
+
+/** The settings of `train`, in the order help and --print-config show them. */
+export const TRAIN_SETTINGS = [...SERVING, ...SECURITY, ...EXCHANGE, ...JOB, ...RUN] as const;
+
+/**
+ * The settings model of `train`: its table, what messages about its config file say, and the
+ * token's two forms (`--token`, `--token-file`), resolved as the worker resolves them.
+ */
+export const TRAIN_SETTINGS_MODEL = defineSettings({
+  settings: TRAIN_SETTINGS,
+  subject: 'coordinator',
+  example: '{"epochs": 30, "listen": "0.0.0.0:7070"}',
+  fileForms: [
+    {
+      value: 'token',
+      file: 'tokenFile',
+      nouns: ['a token', 'a token file'],
+      read: readTokenFile,
+      check: checkToken,
+    },
+  ],
+});
+
+/** The resolved settings of `train`, typed from {@link TRAIN_SETTINGS}. */
+export type TrainSettings = SettingsOf<typeof TRAIN_SETTINGS>;
+
+/** The job's config from `train`'s resolved settings. */
+export function toTrainConfig(s: TrainSettings): TrainConfig {
+  return {
+    model: s.model,
+    dataset: s.dataset,
+    ...(s.dataDir === undefined ? {} : { dataDir: s.dataDir }),
+    download: !s.noDownload,
+    epochs: s.epochs,
+    batchSize: s.batchSize,
+    learningRate: s.learningRate,
+    optimizer: s.optimizer,
+    momentum: s.momentum,
+    weightDecay: s.weightDecay,
+    schedule: s.schedule,
+    warmupEpochs: s.warmupEpochs,
+    seed: s.seed,
+    backend: s.backend,
+    limitTrain: s.limitTrain,
+    limitTest: s.limitTest,
+    evalBatchSize: s.evalBatchSize,
+    augment: s.augment,
+    out: s.out,
+    resume: s.resume,
+    checkpointEvery: s.checkpointEvery,
+    keepCheckpoints: s.keepCheckpoints,
+    logFormat: s.logFormat,
+  };
 }

@@ -11,23 +11,24 @@
  */
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { ShardlineError } from '@shardline/core';
+import { Expectation } from '@shardline/core/settings';
 import { splitHostPort } from '@shardline/protocol';
-import { InvalidArgumentError } from 'commander';
 import type { HealthImplementation } from 'grpc-health-check';
 
 /** The flag, for messages. */
 export const HEALTH_LISTEN_FLAG = '--health-listen';
 
 /**
- * commander parser of `--health-listen <host:port>`: a host (name, IPv4, or bracketed IPv6)
- * and a port from 0 to 65535 (0 takes a free one).
+ * Parser of `--health-listen <host:port>` (and SHARDLINE_HEALTH_LISTEN, `healthListen`): a host
+ * (name, IPv4, or bracketed IPv6) and a port from 0 to 65535 (0 takes a free one). Throws an
+ * {@link Expectation}.
  */
 export function parseHealthListen(value: string): string {
   const v = value.trim();
   const match = /^(?:\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(v);
   if (!match || Number(match[1]) > 65535) {
-    throw new InvalidArgumentError(
-      'Expected host:port, such as 0.0.0.0:7071 or [::]:7071 (port 0 takes a free one).',
+    throw new Expectation(
+      'expected host:port, such as 0.0.0.0:7071 or [::]:7071 (port 0 takes a free one)',
     );
   }
   return v;

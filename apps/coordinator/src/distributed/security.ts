@@ -33,10 +33,9 @@ import {
   TOKEN_ENV,
   TOKEN_FILE_ENV,
 } from '@shardline/protocol';
-import { Option } from 'commander';
 import { requireToken } from './auth.js';
 
-/** The security flags of `train`, as given. */
+/** The security flags of `train`, the token file already read. */
 export interface ServerSecurityFlags {
   token?: string;
   tlsCert?: string;
@@ -73,64 +72,42 @@ export interface ServerSecurity {
   localWorkers(address: string): LocalWorkerLink;
 }
 
-/** The commander options of the security flags, fresh for each command tree. */
-export function createSecurityOptions(): {
-  token: Option;
-  tokenFile: Option;
-  tlsCert: Option;
-  tlsKey: Option;
-  tlsCa: Option;
-  insecure: Option;
-} {
-  return {
-    token: new Option(
-      '--token <token>',
-      'shared secret every worker call must carry (prefer the env variable: flags show in `ps`)',
-    ).env(TOKEN_ENV),
-    tokenFile: new Option(
-      '--token-file <file>',
-      'read the shared secret from this file, such as a mounted Kubernetes Secret',
-    ).env(TOKEN_FILE_ENV),
-    tlsCert: new Option('--tls-cert <pem>', 'serve TLS with this certificate (chain) file'),
-    tlsKey: new Option('--tls-key <pem>', "the certificate's private key file (unencrypted PEM)"),
-    tlsCa: new Option(
-      '--tls-ca <pem>',
-      'mutual TLS: require worker certificates signed by a CA in this file',
-    ),
-    insecure: new Option(
-      '--insecure',
-      'allow a non-loopback --listen with neither --token nor TLS',
-    ).default(false),
-  };
+/**
+ * Security settings as a program holds them before the token file is read: the fields of
+ * {@link ServerSecurityFlags} plus `tokenFile`.
+ */
+export interface SecuritySettings extends ServerSecurityFlags {
+  /** A file holding the token (a mounted Kubernetes Secret); not together with `token`. */
+  tokenFile?: string;
 }
 
-/** Picks the security flags out of commander's parsed options. */
+/**
+ * Reads the token file of `settings`, refusing it beside a token, and returns the flags
+ * {@link resolveServerSecurity} takes. `sourceOf('tokenFile')` returning `env` makes errors name
+ * SHARDLINE_TOKEN_FILE instead of --token-file. (`shardline-coordinator train` resolves the
+ * token file with its other settings, in trainConfig.ts, so that a flag overrides a file given
+ * in the environment or the config file; this is for programs that embed the coordinator.)
+ */
 export function readSecurityFlags(
-  opts: Record<string, unknown>,
-  optionSource?: (key: string) => string | undefined,
+  settings: SecuritySettings,
+  sourceOf?: (key: 'tokenFile') => string | undefined,
 ): ServerSecurityFlags {
-  const pick = (key: string) => (typeof opts[key] === 'string' ? (opts[key] as string) : undefined);
-  const flags: ServerSecurityFlags = { insecure: opts.insecure === true };
-  const token = pick('token');
-  const tokenFile = pick('tokenFile');
-  const tlsCert = pick('tlsCert');
-  const tlsKey = pick('tlsKey');
-  const tlsCa = pick('tlsCa');
+  const { token, tokenFile, tlsCert, tlsKey, tlsCa } = settings;
   if (token !== undefined && tokenFile !== undefined) {
     throw new ShardlineError(
       'INVALID_ARGUMENT',
       `Both a token (--token or ${TOKEN_ENV}) and a token file (--token-file or ${TOKEN_FILE_ENV}) are set: expected one of them. Keep one and remove the other.`,
     );
   }
-  if (token !== undefined) flags.token = token;
-  if (tokenFile !== undefined) {
-    const namedBy = optionSource?.('tokenFile') === 'env' ? TOKEN_FILE_ENV : '--token-file';
-    flags.token = readTokenFile(tokenFile, namedBy);
-  }
-  if (tlsCert !== undefined) flags.tlsCert = tlsCert;
-  if (tlsKey !== undefined) flags.tlsKey = tlsKey;
-  if (tlsCa !== undefined) flags.tlsCa = tlsCa;
-  return flags;
+  const namedBy = sourceOf?.('tokenFile') === 'env' ? TOKEN_FILE_ENV : '--token-file';
+  const read = tokenFile === undefined ? token : readTokenFile(tokenFile, namedBy);
+  return {
+    insecure: settings.insecure === true,
+    ...(read === undefined ? {} : { token: read }),
+    ...(tlsCert === undefined ? {} : { tlsCert }),
+    ...(tlsKey === undefined ? {} : { tlsKey }),
+    ...(tlsCa === undefined ? {} : { tlsCa }),
+  };
 }
 
 const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
