@@ -1,0 +1,274 @@
+/**
+ * The cluster's membership logic with fake timers and fake streams: waiting for --min-workers,
+ * giving up after --wait-timeout, the heartbeat sweep, abort, and the refusals of the unary
+ * handlers. No sockets, no processes: a regression here shows in milliseconds. The e2e tests
+ * (resilience, badInput) run the same paths over real gRPC.
+ */
+import { EventEmitter } from 'node:events';
+import type { ServerDuplexStream, ServerUnaryCall, ServiceError } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
+import {
+  createLogger,
+  hasErrorCode,
+  type LogFields,
+  type ParamLayout,
+  ShardlineError,
+} from '@shardline/core';
+import {
+  DataType,
+  DEFAULT_CHUNK_BYTES,
+  JobSpec,
+  type JoinRequest,
+  type JoinResponse,
+  PROTOCOL_VERSION,
+  StopReason,
+  type TrainRequest,
+  type TrainResponse,
+} from '@shardline/protocol';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { type Cluster, type ClusterOptions, createCluster } from '../src/distributed/cluster.js';
+import type { Reporter } from '../src/reporter.js';
+
+const layout: ParamLayout = { slots: [], size: 4, fingerprint: '00000000000000aa' };
+const job = JobSpec.fromPartial({
+  jobId: 'job-1',
+  modelName: 'mlp',
+  datasetName: 'fashion-mnist',
+  globalBatchSize: 8,
+  epochs: 1,
+  gradientDtype: DataType.FLOAT32,
+  weightsDtype: DataType.FLOAT32,
+  maxChunkBytes: DEFAULT_CHUNK_BYTES,
+  layoutFingerprint: layout.fingerprint,
+  parameterCount: layout.size,
+});
+
+/** A Train stream as the server sees it: records what the coordinator writes and how it ends. */
+class FakeTrainStream extends EventEmitter {
+  readonly written: TrainResponse[] = [];
+  writableEnded = false;
+  destroyed = false;
+  status: (Error & { code?: number }) | undefined;
+  write(message: TrainResponse): boolean {
+    this.written.push(message);
+    return true;
+  }
+  end(): void {
+    this.writableEnded = true;
+  }
+  getPeer(): string {
+    return '127.0.0.1:50000';
+  }
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    // The server answers a refused stream with emit('error', status): record it as the status.
+    if (event === 'error' && this.status === undefined) this.status = args[0] as Error;
+    return super.emit(event, ...args);
+  }
+  /** The worker sends a message. */
+  send(message: TrainRequest): void {
+    super.emit('data', message);
+  }
+}
+
+interface Harness {
+  cluster: Cluster;
+  logs: LogFields[];
+  left: Array<{ worker: string; reason: string }>;
+  /** Joins a worker by name and returns its id. */
+  join(name: string, request?: Partial<JoinRequest>): Promise<string>;
+  /** Joins and attaches a worker; returns its stream. */
+  attach(name: string): Promise<FakeTrainStream>;
+}
+
+function harness(options: Partial<ClusterOptions> = {}): Harness {
+  const logs: LogFields[] = [];
+  const left: Array<{ worker: string; reason: string }> = [];
+  const reporter: Reporter = {
+    started() {},
+    workerJoined() {},
+    workerLeft: (info) => left.push({ worker: info.worker, reason: info.reason }),
+    progress() {},
+    epochEnd() {},
+    done() {},
+  };
+  const cluster = createCluster({
+    job,
+    layout,
+    minWorkers: 1,
+    reporter,
+    logger: createLogger({
+      level: 'info',
+      format: 'json',
+      sink: { write: (line) => logs.push(JSON.parse(line) as LogFields) },
+    }),
+    ...options,
+  });
+  const join = (name: string, request: Partial<JoinRequest> = {}) =>
+    new Promise<string>((resolve, reject) => {
+      const call = {
+        request: { protocolVersion: PROTOCOL_VERSION, workerName: name, ...request },
+      } as ServerUnaryCall<JoinRequest, JoinResponse>;
+      cluster.service.join(call, (error, response) =>
+        error ? reject(error) : resolve(response!.workerId),
+      );
+    });
+  const attach = async (name: string) => {
+    const workerId = await join(name);
+    const stream = new FakeTrainStream();
+    cluster.service.train(stream as unknown as ServerDuplexStream<TrainRequest, TrainResponse>);
+    stream.send({ kind: { $case: 'attach', value: { workerId, weightsVersion: undefined } } });
+    return stream;
+  };
+  return { cluster, logs, left, join, attach };
+}
+
+const stopsOf = (stream: FakeTrainStream) =>
+  stream.written.flatMap((m) => (m.kind?.$case === 'stop' ? [m.kind.value] : []));
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('createCluster: waiting for members', () => {
+  it('waits for --min-workers, with a notice every 5 s, and wakes as soon as the last attaches', async () => {
+    const { cluster, logs, attach } = harness({ minWorkers: 2 });
+    await attach('a');
+    let members: readonly { name: string }[] | undefined;
+    void cluster.members().then((m) => {
+      members = m;
+    });
+    await vi.advanceTimersByTimeAsync(12_000);
+    expect(members).toBeUndefined();
+    const notices = logs.filter((l) => l.msg === 'waiting for workers');
+    expect(notices).toHaveLength(3); // at 0, 5 and 10 s
+    expect(notices[0]).toMatchObject({ attached: 1, min_workers: 2 });
+    await attach('b');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(members?.map((w) => w.name)).toEqual(['a', 'b']);
+    cluster.close();
+  });
+
+  it('gives up after --wait-timeout with a message naming both counts and what to do', async () => {
+    const { cluster, attach } = harness({ minWorkers: 3, waitTimeoutMs: 12_000 });
+    await attach('a');
+    const waiting = cluster.members().catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(11_000);
+    await vi.advanceTimersByTimeAsync(1_000);
+    const error = await waiting;
+    expect(hasErrorCode(error, 'TIMEOUT')).toBe(true);
+    expect((error as Error).message).toBe(
+      'Waited 12 s for 3 workers (--min-workers), but only 1 attached. Start more shardline-worker processes ' +
+        'pointing at this coordinator, or lower --min-workers; raise --wait-timeout to wait longer.',
+    );
+    cluster.close();
+  });
+
+  it('rejects a waiting members() call when the cluster aborts, and stops waiting on a signal', async () => {
+    const { cluster } = harness({ minWorkers: 1 });
+    const waiting = cluster.members().catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(100);
+    cluster.abort(new ShardlineError('INTERNAL', 'local-1 died'));
+    expect(((await waiting) as Error).message).toBe('local-1 died');
+
+    const other = harness({ minWorkers: 1 });
+    const controller = new AbortController();
+    const cancelled = other.cluster.members(controller.signal).catch((e: unknown) => e);
+    controller.abort();
+    expect(hasErrorCode(await cancelled, 'CANCELLED')).toBe(true);
+    cluster.close();
+    other.cluster.close();
+  });
+});
+
+describe('createCluster: the heartbeat sweep', () => {
+  it('drops an idle worker silent past --worker-timeout and keeps one that sends heartbeats', async () => {
+    const { cluster, left, attach } = harness({ workerTimeoutMs: 5_000 });
+    const quiet = await attach('quiet');
+    const chatty = await attach('chatty');
+    for (let t = 0; t < 8; t++) {
+      chatty.send({ kind: { $case: 'heartbeat', value: { step: 0n, unixTimeMs: 0n } } });
+      await vi.advanceTimersByTimeAsync(1_000);
+    }
+    expect(cluster.attached().map((w) => w.name)).toEqual(['chatty']);
+    expect(left).toEqual([
+      {
+        worker: 'quiet',
+        reason: expect.stringMatching(/^no heartbeat for 6 s \(--worker-timeout 5\)$/),
+      },
+    ]);
+    // The dropped worker was told why, with EVICTED, and its stream ended.
+    expect(stopsOf(quiet)).toEqual([
+      expect.objectContaining({ reason: StopReason.EVICTED, message: left[0]!.reason }),
+    ]);
+    expect(quiet.writableEnded).toBe(true);
+    expect(stopsOf(chatty)).toEqual([]);
+    cluster.close();
+  });
+
+  it('leaves a busy worker alone: it cannot send heartbeats while it computes', async () => {
+    const { cluster, left, attach } = harness({ workerTimeoutMs: 5_000 });
+    await attach('busy');
+    const [worker] = await cluster.members();
+    const share = worker!
+      .computeShare(
+        { epoch: 0, step: 0, stepInEpoch: 0, rank: 0, worldSize: 1 },
+        { version: 0, params: new Float32Array(layout.size) },
+      )
+      .catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(left).toEqual([]);
+    expect(cluster.attached()).toHaveLength(1);
+    // Leaving fails the share it owed, as a lost connection.
+    cluster.drop?.(worker!, 'test over');
+    expect(hasErrorCode(await share, 'CONNECTION_LOST')).toBe(true);
+    cluster.close();
+  });
+});
+
+describe('createCluster: refusals', () => {
+  it('refuses a Join beyond --max-workers with INVALID_ARGUMENT saying which flag to raise', async () => {
+    const { cluster, join } = harness({ maxWorkers: 1 });
+    await join('a');
+    const error = (await join('b').catch((e: unknown) => e)) as ServiceError;
+    expect(error.code).toBe(status.INVALID_ARGUMENT);
+    expect(error.details).toBe(
+      'The job already has 1 workers, its maximum (--max-workers 1). Start this worker for another job, or raise --max-workers.',
+    );
+    cluster.close();
+  });
+
+  it('refuses a Join from another protocol version with FAILED_PRECONDITION', async () => {
+    const { cluster, join } = harness();
+    const error = (await join('old', { protocolVersion: PROTOCOL_VERSION + 1 }).catch(
+      (e: unknown) => e,
+    )) as ServiceError;
+    expect(error.code).toBe(status.FAILED_PRECONDITION);
+    expect(error.details).toContain('protocol version mismatch');
+    cluster.close();
+  });
+
+  it('ends a Train stream whose first message is not a known attach', async () => {
+    const { cluster } = harness();
+    const unknown = new FakeTrainStream();
+    cluster.service.train(unknown as unknown as ServerDuplexStream<TrainRequest, TrainResponse>);
+    unknown.send({
+      kind: { $case: 'attach', value: { workerId: 'w-9', weightsVersion: undefined } },
+    });
+    expect(unknown.status).toMatchObject({
+      code: status.FAILED_PRECONDITION,
+      details: 'Unknown worker id w-9: call Join first.',
+    });
+    const early = new FakeTrainStream();
+    cluster.service.train(early as unknown as ServerDuplexStream<TrainRequest, TrainResponse>);
+    early.send({ kind: { $case: 'heartbeat', value: { step: 0n, unixTimeMs: 0n } } });
+    expect(early.status).toMatchObject({
+      code: status.INVALID_ARGUMENT,
+      details: 'The first message on a Train stream must be attach.',
+    });
+    expect(cluster.attached()).toEqual([]);
+    cluster.close();
+  });
+});
