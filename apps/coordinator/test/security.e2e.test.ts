@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -344,6 +344,10 @@ describe('TLS', () => {
   });
 
   it('mutual TLS with a token: refuses clients without a certificate; local and remote workers with certificates train', async () => {
+    // A config file the coordinator accepts (it has keepCheckpoints) and a worker would refuse
+    // (an unknown key to it): a local worker that inherited SHARDLINE_CONFIG would stop.
+    const coordinatorConfig = join(dir, 'coordinator-config.json');
+    await writeFile(coordinatorConfig, JSON.stringify({ keepCheckpoints: 3 }));
     const coordinator = await startCoordinator(
       [
         '--tls-cert',
@@ -363,10 +367,10 @@ describe('TLS', () => {
       ],
       {
         SHARDLINE_TOKEN: SECRET,
-        // Worker variables meant for some other worker on this machine: the local worker must
-        // not pick them up (each would stop it: a missing config file, a bad timeout, another
-        // CA).
-        SHARDLINE_CONFIG: join(dir, 'no-such-config.json'),
+        // Variables meant for the coordinator or for some other worker on this machine: the
+        // local worker must not pick them up (each would stop it: a config file with a key it
+        // does not know, a bad timeout, another CA).
+        SHARDLINE_CONFIG: coordinatorConfig,
         SHARDLINE_CONNECT_TIMEOUT: 'soon',
         SHARDLINE_TLS_CA: pem('other-ca.pem'),
       },

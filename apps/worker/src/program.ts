@@ -23,6 +23,7 @@ import {
   settingsLogFields,
   sourceOf,
 } from '@shardline/core/settings';
+import { EXIT_COORDINATOR_STOPPED } from '@shardline/training';
 import { Command, CommanderError, Help, InvalidArgumentError, Option } from 'commander';
 import {
   formatConfig,
@@ -276,14 +277,6 @@ async function startWorker(config: ResolvedWorkerConfig, streams: WorkerStreams)
     process.off('SIGTERM', onSignal);
   }
 }
-
-/**
- * The exit status of a worker whose coordinator stopped before the job finished (a clean
- * shutdown, to be resumed): 75, EX_TEMPFAIL in sysexits.h, "try again later". Exit 0 means the
- * job is done, so a service manager can restart a worker on failure only (systemd's
- * `Restart=on-failure`) and still have it rejoin a resumed run.
- */
-export const EXIT_COORDINATOR_STOPPED = 75;
 
 /** Runs the worker CLI with `argv` (as process.argv) and returns the exit status. */
 export async function runWorkerCli(
