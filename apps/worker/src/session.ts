@@ -18,9 +18,11 @@ import {
   toShardlineError,
 } from '@shardline/core';
 import { loadDataset } from '@shardline/datasets';
+import type { ClassificationState } from '@shardline/metrics';
 import { createModel } from '@shardline/models';
 import {
   CHANNEL_OPTIONS,
+  type ClassificationCounts,
   CoordinatorClient,
   type CoordinatorServiceClient,
   CRC32_IMPLEMENTATION,
@@ -31,6 +33,7 @@ import {
   encodeTensor,
   fromGrpcStatus,
   gradientMessages,
+  type HyperparameterValue,
   type JobSpec,
   type JoinResponse,
   PROTOCOL_VERSION,
@@ -240,7 +243,7 @@ async function prepareJob(
     cache.key = key;
   }
   const data = cache.data;
-  const hyperparameters = JSON.parse(job.hyperparametersJson || '{}') as Record<string, unknown>;
+  const hyperparameters = hyperparametersOf(job);
   const model = createModel(job.modelName, { ...hyperparameters, seed: job.seed });
   const layout = describeLayout(model);
   if (layout.fingerprint !== job.layoutFingerprint || layout.size !== job.parameterCount) {
@@ -464,11 +467,67 @@ async function evaluateAssignedSlice(session: Session, e: Evaluate): Promise<voi
       $case: 'evaluation',
       value: {
         requestId: e.requestId,
-        stateJson: JSON.stringify(state),
+        counts: countsOf(state),
         computeSeconds: (performance.now() - started) / 1000,
       },
     },
   } satisfies TrainRequest);
+}
+
+/**
+ * The wire form of an evaluation state. The class count, names, top-k list and epsilon stay
+ * behind: the coordinator assigned the job and knows them.
+ */
+function countsOf(state: ClassificationState): ClassificationCounts {
+  return {
+    count: countOf('count', state.count),
+    confusion: state.confusion.map((n, i) => countOf(`confusion[${i}]`, n)),
+    topK: [...state.topK],
+    topKHits: state.topKHits.map((n, i) => countOf(`topKHits[${i}]`, n)),
+    lossSum: state.lossSum,
+    reportedLossSum: state.reportedLossSum,
+    reportedLossCount: countOf('reportedLossCount', state.reportedLossCount),
+  };
+}
+
+/** A uint64 count for the wire; anything but a non-negative safe integer is a bug here. */
+function countOf(name: string, value: number): bigint {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new ShardlineError(
+      'INTERNAL',
+      `The evaluation's ${name} is ${value}, expected a non-negative integer up to 2^53 - 1. ` +
+        'This is a bug in the worker: report it with the worker log.',
+    );
+  }
+  return BigInt(value);
+}
+
+/** The job's hyperparameters as `createModel` takes them; the model registry validates them. */
+function hyperparametersOf(job: JobSpec): Record<string, unknown> {
+  // fromEntries defines own properties, so a name such as "__proto__" cannot reach a prototype.
+  return Object.fromEntries(
+    Object.entries(job.hyperparameters).map(([name, value]) => [
+      name,
+      hyperparameterOf(name, value),
+    ]),
+  );
+}
+
+function hyperparameterOf(name: string, value: HyperparameterValue): unknown {
+  switch (value.kind?.$case) {
+    case 'number':
+    case 'text':
+    case 'flag':
+      return value.kind.value;
+    case 'numbers':
+      return [...value.kind.value.values];
+    case undefined:
+      throw new ShardlineError(
+        'MISMATCH',
+        `The coordinator sent hyperparameter "${name}" without a value (number, text, flag or ` +
+          'numbers). Run the same Shardline version on every machine.',
+      );
+  }
 }
 
 const STOP_REASONS: Readonly<Record<number, WorkerOutcome['reason']>> = {

@@ -46,6 +46,7 @@ export {
 export { CRC32_IMPLEMENTATION, type Crc32Implementation, crc32, crc32Portable } from './crc32.js';
 export {
   Attach,
+  ClassificationCounts,
   CoordinatorServiceClient,
   type CoordinatorServiceServer,
   CoordinatorServiceService,
@@ -59,6 +60,7 @@ export {
   GetStatusResponse,
   GradientChunk,
   Heartbeat,
+  HyperparameterValue,
   JobSpec,
   JobState,
   JoinRequest,
@@ -67,6 +69,7 @@ export {
   jobStateToJSON,
   LeaveRequest,
   LeaveResponse,
+  NumberList,
   StepAssignment,
   StepResult,
   Stop,

@@ -6,10 +6,12 @@ import { ShardlineError } from '@shardline/core/errors';
 /**
  * The version of the Shardline wire protocol this package speaks, sent in
  * `JoinRequest.protocol_version` and `JoinResponse.protocol_version`. It matches the
- * `PROTOCOL_VERSION = 1` comment in proto/shardline/v1/tensor.proto; change both together, and
- * only when an older peer would misread the new messages (see that comment).
+ * `PROTOCOL_VERSION = 2` comment in proto/shardline/v1/tensor.proto; change both together, and
+ * only when an older peer would misread the new messages (see that comment). Version 2 sends
+ * hyperparameters and evaluation counts as typed messages instead of JSON strings, so version-1
+ * peers are refused.
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Who the other side of a version check is, for the refusal message. */
 export interface PeerDescription {

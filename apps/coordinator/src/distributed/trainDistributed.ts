@@ -118,7 +118,7 @@ export async function trainDistributed(
     const job = {
       jobId: `${Date.now().toString(36)}-${process.pid}`,
       modelName: config.model,
-      hyperparametersJson: '{}',
+      hyperparameters: {},
       datasetName: config.dataset,
       seed: config.seed,
       globalBatchSize: config.batchSize,

@@ -25,7 +25,8 @@ import { DataType, dataTypeFromJSON, dataTypeToJSON, TensorChunk } from "./tenso
 /**
  * Shardline wire protocol: the coordinator service that workers call.
  *
- * PROTOCOL_VERSION = 1 (see tensor.proto for what changes it).
+ * PROTOCOL_VERSION = 2 (see tensor.proto for what changes it). Version 2 replaced the JSON
+ * strings JobSpec.hyperparameters_json and EvaluationResult.state_json with typed messages.
  *
  * A worker's life:
  *   1. Join: version check and handshake. The coordinator assigns a worker id and returns the
@@ -223,11 +224,20 @@ export function workerStateToJSON(object: WorkerState): string {
 export interface JoinRequest {
   /** The worker's PROTOCOL_VERSION. The coordinator refuses any other version. */
   protocolVersion: number;
-  /** A human-readable name for logs and the dashboard; need not be unique. */
+  /**
+   * A human-readable name for logs and the dashboard; need not be unique. The coordinator
+   * bounds its length and refuses a longer one with INVALID_ARGUMENT.
+   */
   workerName: string;
-  /** The compute backend the worker chose: tensorflow-gpu, tensorflow, wasm or cpu. */
+  /**
+   * The compute backend the worker chose: tensorflow-gpu, tensorflow, wasm or cpu. The
+   * coordinator bounds its length and refuses a longer one with INVALID_ARGUMENT.
+   */
   backend: string;
-  /** Where the worker runs, for logs and for operators hunting a misbehaving process. */
+  /**
+   * Where the worker runs, for logs and for operators hunting a misbehaving process. The
+   * coordinator bounds its length and refuses a longer one with INVALID_ARGUMENT.
+   */
   hostname: string;
   /** The worker's process id on that host. */
   pid: number;
@@ -235,12 +245,15 @@ export interface JoinRequest {
   supportedDtypes: DataType[];
   /**
    * Optional features the worker implements, as "area.feature" strings, so new behaviour can
-   * be switched on per worker without a protocol version bump. None are defined in version 1.
+   * be switched on per worker without a protocol version bump. None are defined in version 2.
+   * The coordinator bounds how many there are and how long each is, and refuses more or
+   * longer ones with INVALID_ARGUMENT.
    */
   capabilities: string[];
   /**
    * The worker id of an earlier session when reconnecting, so that the coordinator re-admits
    * the same member (and rank, when it can) instead of counting a new one. Empty on first join.
+   * The coordinator bounds its length and refuses a longer one with INVALID_ARGUMENT.
    */
   previousWorkerId: string;
   /**
@@ -248,7 +261,10 @@ export interface JoinRequest {
    * coordinator keeps chunks small enough. 0 means the gRPC default, 4 MiB.
    */
   maxReceiveMessageBytes: number;
-  /** The worker's software version (its package version), for logs only. */
+  /**
+   * The worker's software version (its package version), for logs only. The coordinator
+   * bounds its length and refuses a longer one with INVALID_ARGUMENT.
+   */
   softwareVersion: string;
 }
 
@@ -277,12 +293,6 @@ export interface JobSpec {
   jobId: string;
   /** A name from the model registry, such as "seed-cnn". */
   modelName: string;
-  /**
-   * The model's and the data pipeline's settings as one JSON object (for example
-   * {"learningRate":0.001,"augment":false}). JSON rather than fields so that models can grow
-   * settings without changing the wire contract; the model registry validates it.
-   */
-  hyperparametersJson: string;
   /** A dataset name, such as "fashion-mnist". */
   datasetName: string;
   /**
@@ -318,6 +328,42 @@ export interface JobSpec {
   augment: boolean;
   /** Images per forward pass when evaluating. */
   evalBatchSize: number;
+  /**
+   * The model's hyperparameters by name (for example "dropout" -> 0.25, "hiddenUnits" ->
+   * [128, 64]); empty means the model's defaults. A map rather than fields so that models can
+   * grow settings without changing the wire contract; the model registry validates the values.
+   */
+  hyperparameters: { [key: string]: HyperparameterValue };
+}
+
+export interface JobSpec_HyperparametersEntry {
+  key: string;
+  value: HyperparameterValue | undefined;
+}
+
+/** The value of one model hyperparameter. */
+export interface HyperparameterValue {
+  /** Which kind of value it is; a value with none set is malformed. */
+  kind:
+    | //
+    /** A number (integers included), such as a dropout rate or a filter count. */
+    { $case: "number"; value: number }
+    | //
+    /** A text setting, such as an activation name. */
+    { $case: "text"; value: string }
+    | //
+    /** An on/off setting. */
+    { $case: "flag"; value: boolean }
+    | //
+    /** A list of numbers, such as an input shape or the units of each hidden layer. */
+    { $case: "numbers"; value: NumberList }
+    | undefined;
+}
+
+/** A list of numbers, as a hyperparameter value. */
+export interface NumberList {
+  /** The numbers, in order; may be empty. */
+  values: number[];
 }
 
 /** A message from the worker on the Train stream. */
@@ -440,13 +486,40 @@ export interface Evaluate {
 export interface EvaluationResult {
   /** The Evaluate request this answers. */
   requestId: bigint;
-  /**
-   * The classification accumulator's state (@shardline/metrics ClassificationState) as JSON;
-   * the coordinator merges the slices' states exactly.
-   */
-  stateJson: string;
   /** Seconds the worker spent evaluating. */
   computeSeconds: number;
+  /** The slice's classification counts; the coordinator merges the slices' counts exactly. */
+  counts: ClassificationCounts | undefined;
+}
+
+/**
+ * The mergeable state of a classification evaluation over some test images (the counts of
+ * @shardline/metrics' ClassificationState). The number of classes, class names, top-k list and
+ * epsilon are not sent: the coordinator assigned the job, so it knows them and checks that the
+ * counts fit them. Integers travel as integers, sums as doubles.
+ */
+export interface ClassificationCounts {
+  /** Images evaluated; every other count is over these images. */
+  count: bigint;
+  /**
+   * The confusion matrix, num_classes x num_classes entries, row-major: entry
+   * [true_class * num_classes + predicted_class] counts images of true_class predicted as
+   * predicted_class. The entries sum to count.
+   */
+  confusion: bigint[];
+  /** The k of each top-k accuracy, in the job's order (for example [1, 5]). */
+  topK: number[];
+  /**
+   * Images whose true class is among the k highest scores, one per entry of top_k; each is at
+   * most count.
+   */
+  topKHits: bigint[];
+  /** Sum over the images of the per-image cross-entropy (nats), from the model's outputs. */
+  lossSum: number;
+  /** Sum over the batches of the loss the model reported for the batch times its image count. */
+  reportedLossSum: number;
+  /** Images covered by reported_loss_sum (0 when the model reported no loss). */
+  reportedLossCount: bigint;
 }
 
 /** Which share of which step the worker computes, on which weights. */
@@ -987,7 +1060,6 @@ function createBaseJobSpec(): JobSpec {
   return {
     jobId: "",
     modelName: "",
-    hyperparametersJson: "",
     datasetName: "",
     seed: 0,
     globalBatchSize: 0,
@@ -1001,6 +1073,7 @@ function createBaseJobSpec(): JobSpec {
     limitTest: 0,
     augment: false,
     evalBatchSize: 0,
+    hyperparameters: {},
   };
 }
 
@@ -1011,9 +1084,6 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.modelName !== "") {
       writer.uint32(18).string(message.modelName);
-    }
-    if (message.hyperparametersJson !== "") {
-      writer.uint32(26).string(message.hyperparametersJson);
     }
     if (message.datasetName !== "") {
       writer.uint32(34).string(message.datasetName);
@@ -1054,6 +1124,9 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.evalBatchSize !== 0) {
       writer.uint32(128).uint32(message.evalBatchSize);
     }
+    globalThis.Object.entries(message.hyperparameters).forEach(([key, value]: [string, HyperparameterValue]) => {
+      JobSpec_HyperparametersEntry.encode({ key: key as any, value }, writer.uint32(138).fork()).join();
+    });
     return writer;
   },
 
@@ -1084,14 +1157,6 @@ export const JobSpec: MessageFns<JobSpec> = {
             }
 
             message.modelName = reader.string();
-            continue;
-          }
-          case 3: {
-            if (tag !== 26) {
-              break;
-            }
-
-            message.hyperparametersJson = reader.string();
             continue;
           }
           case 4: {
@@ -1198,6 +1263,17 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.evalBatchSize = reader.uint32();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            const entry17 = JobSpec_HyperparametersEntry.decode(reader, reader.uint32());
+            if (entry17.value !== undefined) {
+              message.hyperparameters[entry17.key] = entry17.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1221,11 +1297,6 @@ export const JobSpec: MessageFns<JobSpec> = {
         ? globalThis.String(object.modelName)
         : isSet(object.model_name)
         ? globalThis.String(object.model_name)
-        : "",
-      hyperparametersJson: isSet(object.hyperparametersJson)
-        ? globalThis.String(object.hyperparametersJson)
-        : isSet(object.hyperparameters_json)
-        ? globalThis.String(object.hyperparameters_json)
         : "",
       datasetName: isSet(object.datasetName)
         ? globalThis.String(object.datasetName)
@@ -1280,6 +1351,20 @@ export const JobSpec: MessageFns<JobSpec> = {
         : isSet(object.eval_batch_size)
         ? globalThis.Number(object.eval_batch_size)
         : 0,
+      hyperparameters: isObject(object.hyperparameters)
+        ? (globalThis.Object.entries(object.hyperparameters) as [string, any][]).reduce(
+          (acc: { [key: string]: HyperparameterValue }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: HyperparameterValue.fromJSON(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -1290,9 +1375,6 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.modelName !== "") {
       obj.modelName = message.modelName;
-    }
-    if (message.hyperparametersJson !== "") {
-      obj.hyperparametersJson = message.hyperparametersJson;
     }
     if (message.datasetName !== "") {
       obj.datasetName = message.datasetName;
@@ -1333,6 +1415,15 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.evalBatchSize !== 0) {
       obj.evalBatchSize = Math.round(message.evalBatchSize);
     }
+    if (message.hyperparameters) {
+      const entries = globalThis.Object.entries(message.hyperparameters) as [string, HyperparameterValue][];
+      if (entries.length > 0) {
+        obj.hyperparameters = {};
+        entries.forEach(([k, v]) => {
+          obj.hyperparameters[k] = HyperparameterValue.toJSON(v);
+        });
+      }
+    }
     return obj;
   },
 
@@ -1343,7 +1434,6 @@ export const JobSpec: MessageFns<JobSpec> = {
     const message = createBaseJobSpec();
     message.jobId = object.jobId ?? "";
     message.modelName = object.modelName ?? "";
-    message.hyperparametersJson = object.hyperparametersJson ?? "";
     message.datasetName = object.datasetName ?? "";
     message.seed = object.seed ?? 0;
     message.globalBatchSize = object.globalBatchSize ?? 0;
@@ -1357,6 +1447,329 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.limitTest = object.limitTest ?? 0;
     message.augment = object.augment ?? false;
     message.evalBatchSize = object.evalBatchSize ?? 0;
+    message.hyperparameters =
+      (globalThis.Object.entries(object.hyperparameters ?? {}) as [string, HyperparameterValue][]).reduce(
+        (acc: { [key: string]: HyperparameterValue }, [key, value]: [string, HyperparameterValue]) => {
+          if (value !== undefined) {
+            acc[key] = HyperparameterValue.fromPartial(value);
+          }
+          return acc;
+        },
+        {},
+      );
+    return message;
+  },
+};
+
+function createBaseJobSpec_HyperparametersEntry(): JobSpec_HyperparametersEntry {
+  return { key: "", value: undefined };
+}
+
+export const JobSpec_HyperparametersEntry: MessageFns<JobSpec_HyperparametersEntry> = {
+  encode(message: JobSpec_HyperparametersEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      HyperparameterValue.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobSpec_HyperparametersEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobSpec_HyperparametersEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = HyperparameterValue.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobSpec_HyperparametersEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? HyperparameterValue.fromJSON(object.value) : undefined,
+    };
+  },
+
+  toJSON(message: JobSpec_HyperparametersEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== undefined) {
+      obj.value = HyperparameterValue.toJSON(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<JobSpec_HyperparametersEntry>, I>>(base?: I): JobSpec_HyperparametersEntry {
+    return JobSpec_HyperparametersEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobSpec_HyperparametersEntry>, I>>(object: I): JobSpec_HyperparametersEntry {
+    const message = createBaseJobSpec_HyperparametersEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? HyperparameterValue.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseHyperparameterValue(): HyperparameterValue {
+  return { kind: undefined };
+}
+
+export const HyperparameterValue: MessageFns<HyperparameterValue> = {
+  encode(message: HyperparameterValue, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "number":
+        writer.uint32(9).double(message.kind.value);
+        break;
+      case "text":
+        writer.uint32(18).string(message.kind.value);
+        break;
+      case "flag":
+        writer.uint32(24).bool(message.kind.value);
+        break;
+      case "numbers":
+        NumberList.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HyperparameterValue {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHyperparameterValue();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.kind = { $case: "number", value: reader.double() };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "text", value: reader.string() };
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = { $case: "flag", value: reader.bool() };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "numbers", value: NumberList.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HyperparameterValue {
+    return {
+      kind: isSet(object.number)
+        ? { $case: "number", value: globalThis.Number(object.number) }
+        : isSet(object.text)
+        ? { $case: "text", value: globalThis.String(object.text) }
+        : isSet(object.flag)
+        ? { $case: "flag", value: globalThis.Boolean(object.flag) }
+        : isSet(object.numbers)
+        ? { $case: "numbers", value: NumberList.fromJSON(object.numbers) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: HyperparameterValue): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "number") {
+      obj.number = floatToJson(message.kind.value);
+    } else if (message.kind?.$case === "text") {
+      obj.text = message.kind.value;
+    } else if (message.kind?.$case === "flag") {
+      obj.flag = message.kind.value;
+    } else if (message.kind?.$case === "numbers") {
+      obj.numbers = NumberList.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HyperparameterValue>, I>>(base?: I): HyperparameterValue {
+    return HyperparameterValue.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HyperparameterValue>, I>>(object: I): HyperparameterValue {
+    const message = createBaseHyperparameterValue();
+    switch (object.kind?.$case) {
+      case "number": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "number", value: object.kind.value };
+        }
+        break;
+      }
+      case "text": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "text", value: object.kind.value };
+        }
+        break;
+      }
+      case "flag": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "flag", value: object.kind.value };
+        }
+        break;
+      }
+      case "numbers": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "numbers", value: NumberList.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseNumberList(): NumberList {
+  return { values: [] };
+}
+
+export const NumberList: MessageFns<NumberList> = {
+  encode(message: NumberList, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.values.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.values) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NumberList {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNumberList();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 9) {
+              message.values.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.values.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NumberList {
+    return {
+      values: globalThis.Array.isArray(object?.values) ? object.values.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: NumberList): unknown {
+    const obj: any = {};
+    if (message.values?.length) {
+      obj.values = message.values.map((e) => floatToJson(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NumberList>, I>>(base?: I): NumberList {
+    return NumberList.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NumberList>, I>>(object: I): NumberList {
+    const message = createBaseNumberList();
+    message.values = object.values?.map((e) => e) || [];
     return message;
   },
 };
@@ -2331,7 +2744,7 @@ export const Evaluate: MessageFns<Evaluate> = {
 };
 
 function createBaseEvaluationResult(): EvaluationResult {
-  return { requestId: 0n, stateJson: "", computeSeconds: 0 };
+  return { requestId: 0n, computeSeconds: 0, counts: undefined };
 }
 
 export const EvaluationResult: MessageFns<EvaluationResult> = {
@@ -2342,11 +2755,11 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
       }
       writer.uint32(8).uint64(message.requestId);
     }
-    if (message.stateJson !== "") {
-      writer.uint32(18).string(message.stateJson);
-    }
     if (message.computeSeconds !== 0) {
       writer.uint32(25).double(message.computeSeconds);
+    }
+    if (message.counts !== undefined) {
+      ClassificationCounts.encode(message.counts, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -2372,20 +2785,20 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
             message.requestId = reader.uint64() as bigint;
             continue;
           }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.stateJson = reader.string();
-            continue;
-          }
           case 3: {
             if (tag !== 25) {
               break;
             }
 
             message.computeSeconds = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.counts = ClassificationCounts.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -2407,16 +2820,12 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
         : isSet(object.request_id)
         ? BigInt(object.request_id)
         : 0n,
-      stateJson: isSet(object.stateJson)
-        ? globalThis.String(object.stateJson)
-        : isSet(object.state_json)
-        ? globalThis.String(object.state_json)
-        : "",
       computeSeconds: isSet(object.computeSeconds)
         ? globalThis.Number(object.computeSeconds)
         : isSet(object.compute_seconds)
         ? globalThis.Number(object.compute_seconds)
         : 0,
+      counts: isSet(object.counts) ? ClassificationCounts.fromJSON(object.counts) : undefined,
     };
   },
 
@@ -2425,11 +2834,11 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
     if (message.requestId !== 0n) {
       obj.requestId = message.requestId.toString();
     }
-    if (message.stateJson !== "") {
-      obj.stateJson = message.stateJson;
-    }
     if (message.computeSeconds !== 0) {
       obj.computeSeconds = floatToJson(message.computeSeconds);
+    }
+    if (message.counts !== undefined) {
+      obj.counts = ClassificationCounts.toJSON(message.counts);
     }
     return obj;
   },
@@ -2440,8 +2849,251 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
   fromPartial<I extends Exact<DeepPartial<EvaluationResult>, I>>(object: I): EvaluationResult {
     const message = createBaseEvaluationResult();
     message.requestId = (object.requestId !== undefined && object.requestId !== null) ? BigInt(object.requestId) : 0n;
-    message.stateJson = object.stateJson ?? "";
     message.computeSeconds = object.computeSeconds ?? 0;
+    message.counts = (object.counts !== undefined && object.counts !== null)
+      ? ClassificationCounts.fromPartial(object.counts)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseClassificationCounts(): ClassificationCounts {
+  return { count: 0n, confusion: [], topK: [], topKHits: [], lossSum: 0, reportedLossSum: 0, reportedLossCount: 0n };
+}
+
+export const ClassificationCounts: MessageFns<ClassificationCounts> = {
+  encode(message: ClassificationCounts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.count !== 0n) {
+      if (BigInt.asUintN(64, message.count) !== message.count) {
+        throw new globalThis.Error("value provided for field message.count of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.count);
+    }
+    if (message.confusion.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.confusion) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field confusion of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.topK.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.topK) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.topKHits.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.topKHits) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field topKHits of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.lossSum !== 0) {
+      writer.uint32(41).double(message.lossSum);
+    }
+    if (message.reportedLossSum !== 0) {
+      writer.uint32(49).double(message.reportedLossSum);
+    }
+    if (message.reportedLossCount !== 0n) {
+      if (BigInt.asUintN(64, message.reportedLossCount) !== message.reportedLossCount) {
+        throw new globalThis.Error("value provided for field message.reportedLossCount of type uint64 too large");
+      }
+      writer.uint32(56).uint64(message.reportedLossCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClassificationCounts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClassificationCounts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.count = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.confusion.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.confusion.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.topK.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.topK.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.topKHits.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.topKHits.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.lossSum = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.reportedLossSum = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.reportedLossCount = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ClassificationCounts {
+    return {
+      count: isSet(object.count) ? BigInt(object.count) : 0n,
+      confusion: globalThis.Array.isArray(object?.confusion) ? object.confusion.map((e: any) => BigInt(e)) : [],
+      topK: globalThis.Array.isArray(object?.topK)
+        ? object.topK.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.top_k)
+        ? object.top_k.map((e: any) => globalThis.Number(e))
+        : [],
+      topKHits: globalThis.Array.isArray(object?.topKHits)
+        ? object.topKHits.map((e: any) => BigInt(e))
+        : globalThis.Array.isArray(object?.top_k_hits)
+        ? object.top_k_hits.map((e: any) => BigInt(e))
+        : [],
+      lossSum: isSet(object.lossSum)
+        ? globalThis.Number(object.lossSum)
+        : isSet(object.loss_sum)
+        ? globalThis.Number(object.loss_sum)
+        : 0,
+      reportedLossSum: isSet(object.reportedLossSum)
+        ? globalThis.Number(object.reportedLossSum)
+        : isSet(object.reported_loss_sum)
+        ? globalThis.Number(object.reported_loss_sum)
+        : 0,
+      reportedLossCount: isSet(object.reportedLossCount)
+        ? BigInt(object.reportedLossCount)
+        : isSet(object.reported_loss_count)
+        ? BigInt(object.reported_loss_count)
+        : 0n,
+    };
+  },
+
+  toJSON(message: ClassificationCounts): unknown {
+    const obj: any = {};
+    if (message.count !== 0n) {
+      obj.count = message.count.toString();
+    }
+    if (message.confusion?.length) {
+      obj.confusion = message.confusion.map((e) => e.toString());
+    }
+    if (message.topK?.length) {
+      obj.topK = message.topK.map((e) => Math.round(e));
+    }
+    if (message.topKHits?.length) {
+      obj.topKHits = message.topKHits.map((e) => e.toString());
+    }
+    if (message.lossSum !== 0) {
+      obj.lossSum = floatToJson(message.lossSum);
+    }
+    if (message.reportedLossSum !== 0) {
+      obj.reportedLossSum = floatToJson(message.reportedLossSum);
+    }
+    if (message.reportedLossCount !== 0n) {
+      obj.reportedLossCount = message.reportedLossCount.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ClassificationCounts>, I>>(base?: I): ClassificationCounts {
+    return ClassificationCounts.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ClassificationCounts>, I>>(object: I): ClassificationCounts {
+    const message = createBaseClassificationCounts();
+    message.count = (object.count !== undefined && object.count !== null) ? BigInt(object.count) : 0n;
+    message.confusion = object.confusion?.map((e) => BigInt(e)) || [];
+    message.topK = object.topK?.map((e) => e) || [];
+    message.topKHits = object.topKHits?.map((e) => BigInt(e)) || [];
+    message.lossSum = object.lossSum ?? 0;
+    message.reportedLossSum = object.reportedLossSum ?? 0;
+    message.reportedLossCount = (object.reportedLossCount !== undefined && object.reportedLossCount !== null)
+      ? BigInt(object.reportedLossCount)
+      : 0n;
     return message;
   },
 };
@@ -3776,6 +4428,10 @@ type DeepPartial<T> = T extends bigint ? string | number | bigint
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;
