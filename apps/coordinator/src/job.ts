@@ -77,6 +77,8 @@ export async function finishRun(options: {
   reporter: Reporter;
   logger: Logger;
   writeWeights: () => void;
+  /** Reports refused from workers, by reason (distributed runs). */
+  rejectedReports?: Readonly<Record<string, number>>;
 }): Promise<TrainResult> {
   const { result, out, config, reporter, logger } = options;
   if (!result.completed || !result.evaluation) {
@@ -95,6 +97,7 @@ export async function finishRun(options: {
     classNames: options.classNames,
     evaluation: result.evaluation,
     seconds: (Date.now() - options.started) / 1000,
+    ...(options.rejectedReports ? { rejectedReports: options.rejectedReports } : {}),
   });
   const last = result.history[result.history.length - 1]!;
   reporter.done({ ...last, model_path: outputs.modelPath, summary_path: outputs.summaryPath });

@@ -22,6 +22,8 @@ export interface RunRecord {
   classNames: readonly string[];
   evaluation: ClassificationReport;
   seconds: number;
+  /** Reports refused from workers, by reason (distributed runs only). */
+  rejectedReports?: Readonly<Record<string, number>>;
 }
 
 /** Saves the model and the run summary under `out`; returns their paths. */
@@ -53,6 +55,7 @@ export async function writeRunOutputs(
     history: record.history,
     final: last,
     evaluation: record.evaluation,
+    ...(record.rejectedReports ? { rejectedReports: record.rejectedReports } : {}),
     modelPath,
   };
   await writeFileAtomic(summaryPath, `${JSON.stringify(summary, null, 2)}\n`);

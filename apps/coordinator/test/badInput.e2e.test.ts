@@ -311,8 +311,8 @@ describe('bad input from a worker', () => {
       } satisfies TrainRequest);
     });
     c.close();
-    expect(e.code).toBe(status.FAILED_PRECONDITION);
-    expect(e.details).toMatch(/Unknown worker id not-a-worker/);
+    expect(e.code).toBe(status.NOT_FOUND);
+    expect(e.details).toMatch(/Unknown worker id not-a-worker: call Join first/);
   });
 
   it('garbage bytes on the port are dropped without harm', async () => {

@@ -17,8 +17,10 @@ import {
 import {
   DataType,
   DEFAULT_CHUNK_BYTES,
+  type GetStatusRequest,
+  type GetStatusResponse,
   JobSpec,
-  type JoinRequest,
+  JoinRequest,
   type JoinResponse,
   PROTOCOL_VERSION,
   StopReason,
@@ -26,7 +28,12 @@ import {
   type TrainResponse,
 } from '@shardline/protocol';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { type Cluster, type ClusterOptions, createCluster } from '../src/distributed/cluster.js';
+import {
+  type Cluster,
+  type ClusterOptions,
+  createCluster,
+  MAX_PENDING_JOINS,
+} from '../src/distributed/cluster.js';
 import type { Reporter } from '../src/reporter.js';
 
 const layout: ParamLayout = { slots: [], size: 4, fingerprint: '00000000000000aa' };
@@ -95,6 +102,7 @@ function harness(options: Partial<ClusterOptions> = {}): Harness {
     job,
     layout,
     minWorkers: 1,
+    classNames: ['a', 'b', 'c', 'd'],
     reporter,
     logger: createLogger({
       level: 'info',
@@ -106,7 +114,11 @@ function harness(options: Partial<ClusterOptions> = {}): Harness {
   const join = (name: string, request: Partial<JoinRequest> = {}) =>
     new Promise<string>((resolve, reject) => {
       const call = {
-        request: { protocolVersion: PROTOCOL_VERSION, workerName: name, ...request },
+        request: JoinRequest.fromPartial({
+          protocolVersion: PROTOCOL_VERSION,
+          workerName: name,
+          ...request,
+        }),
       } as ServerUnaryCall<JoinRequest, JoinResponse>;
       cluster.service.join(call, (error, response) =>
         error ? reject(error) : resolve(response!.workerId),
@@ -214,7 +226,7 @@ describe('createCluster: the heartbeat sweep', () => {
     const [worker] = await cluster.members();
     const share = worker!
       .computeShare(
-        { epoch: 0, step: 0, stepInEpoch: 0, rank: 0, worldSize: 1 },
+        { epoch: 0, step: 0, stepInEpoch: 0, rank: 0, worldSize: 1, samples: 8 },
         { version: 0, params: new Float32Array(layout.size) },
       )
       .catch((e: unknown) => e);
@@ -224,6 +236,71 @@ describe('createCluster: the heartbeat sweep', () => {
     // Leaving fails the share it owed, as a lost connection.
     cluster.drop?.(worker!, 'test over');
     expect(hasErrorCode(await share, 'CONNECTION_LOST')).toBe(true);
+    cluster.close();
+  });
+});
+
+describe('createCluster: joins that never attach', () => {
+  it('forgets them after --worker-timeout; one that attaches later is told to join again', async () => {
+    const { cluster, logs, join } = harness({ workerTimeoutMs: 5_000 });
+    const ids = await Promise.all(Array.from({ length: 200 }, (_, i) => join(`idle-${i}`)));
+    const listed = () =>
+      new Promise<GetStatusResponse>((resolve, reject) =>
+        cluster.service.getStatus(
+          { request: {} } as ServerUnaryCall<GetStatusRequest, GetStatusResponse>,
+          (error, response) => (error ? reject(error) : resolve(response!)),
+        ),
+      );
+    expect((await listed()).workers).toHaveLength(200);
+    await vi.advanceTimersByTimeAsync(7_000);
+    expect((await listed()).workers).toEqual([]);
+    expect(logs).toContainEqual(
+      expect.objectContaining({ msg: 'forgot joins that never attached', joins: 200 }),
+    );
+    const late = new FakeTrainStream();
+    cluster.service.train(late as unknown as ServerDuplexStream<TrainRequest, TrainResponse>);
+    late.send({
+      kind: { $case: 'attach', value: { workerId: ids[0]!, weightsVersion: undefined } },
+    });
+    expect(late.status).toMatchObject({ code: status.NOT_FOUND });
+    cluster.close();
+  });
+
+  it(`refuses joins beyond ${MAX_PENDING_JOINS} pending ones`, async () => {
+    const { cluster, join } = harness({ workerTimeoutMs: 60_000 });
+    for (let i = 0; i < MAX_PENDING_JOINS; i++) await join(`w-${i}`);
+    const error = (await join('one-too-many').catch((e: unknown) => e)) as ServiceError;
+    expect(error.code).toBe(status.INVALID_ARGUMENT);
+    expect(error.details).toContain(
+      `already has ${MAX_PENDING_JOINS} joins that have not attached (at most ${MAX_PENDING_JOINS})`,
+    );
+    cluster.close();
+  });
+
+  it('refuses a join whose strings are longer than their bounds, naming the field', async () => {
+    const { cluster, join } = harness();
+    const cases: Array<[Partial<JoinRequest>, string]> = [
+      [
+        { workerName: 'x'.repeat(3_000_000) },
+        "The join's worker_name has 3000000 characters, expected at most 128.",
+      ],
+      [
+        { hostname: 'h'.repeat(256) },
+        "The join's hostname has 256 characters, expected at most 255.",
+      ],
+      [{ backend: 'b'.repeat(65) }, "The join's backend has 65 characters"],
+      [
+        { capabilities: Array.from({ length: 33 }, () => 'c') },
+        "The join's capabilities has 33 entries",
+      ],
+      [{ capabilities: ['c'.repeat(65)] }, "The join's capability has 65 characters"],
+    ];
+    for (const [request, message] of cases) {
+      const error = (await join('w', request).catch((e: unknown) => e)) as ServiceError;
+      expect(error.code).toBe(status.INVALID_ARGUMENT);
+      expect(error.details).toContain(message);
+    }
+    expect(await join('w'.repeat(128))).toBeTruthy();
     cluster.close();
   });
 });
@@ -258,8 +335,9 @@ describe('createCluster: refusals', () => {
       kind: { $case: 'attach', value: { workerId: 'w-9', weightsVersion: undefined } },
     });
     expect(unknown.status).toMatchObject({
-      code: status.FAILED_PRECONDITION,
-      details: 'Unknown worker id w-9: call Join first.',
+      code: status.NOT_FOUND,
+      details:
+        'Unknown worker id w-9: call Join first (a join that does not attach within --worker-timeout is forgotten).',
     });
     const early = new FakeTrainStream();
     cluster.service.train(early as unknown as ServerDuplexStream<TrainRequest, TrainResponse>);

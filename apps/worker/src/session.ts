@@ -17,7 +17,7 @@ import {
   selectBackend,
   toShardlineError,
 } from '@shardline/core';
-import { loadDataset } from '@shardline/datasets';
+import { loadDataset, shareSize } from '@shardline/datasets';
 import type { ClassificationState } from '@shardline/metrics';
 import { createModel } from '@shardline/models';
 import {
@@ -206,6 +206,8 @@ interface PreparedJob {
   model: LayersModel;
   layout: ParamLayout;
   local: TrainingWorker;
+  /** Images in the training set, from which each share's size follows. */
+  trainCount: number;
 }
 
 /** One Train stream's state, shared by the message handlers below. */
@@ -275,7 +277,7 @@ async function prepareJob(
     Math.min(job.globalBatchSize, WARM_UP_BATCH),
   );
   log.info('warmed up', { seconds: Number(warmUpSeconds.toFixed(3)) });
-  return { model, layout, local };
+  return { model, layout, local, trainCount: data.train.count };
 }
 
 /**
@@ -331,7 +333,21 @@ async function serve(
     );
   } catch (error) {
     if (!isGrpcStatus(error)) throw error;
-    throw fromGrpcStatus(error, { stream: { cancelledHere: options.signal?.aborted === true } });
+    const e = fromGrpcStatus(error, {
+      stream: { cancelledHere: options.signal?.aborted === true },
+    });
+    // The coordinator no longer knows this worker: its join was forgotten (it took longer than
+    // --worker-timeout to attach) or the coordinator restarted. Joining again is the answer.
+    if (hasErrorCode(e, 'NOT_FOUND')) {
+      throw new ShardlineError(
+        'CONNECTION_LOST',
+        `The coordinator refused to attach: ${e.message}`,
+        {
+          cause: e,
+        },
+      );
+    }
+    throw e;
   } finally {
     if (heartbeat) clearInterval(heartbeat);
     options.signal?.removeEventListener('abort', onAbort);
@@ -408,6 +424,13 @@ async function computeAssignedShare(session: Session, a: StepAssignment): Promis
       stepInEpoch: a.stepInEpoch,
       rank: a.rank,
       worldSize: a.worldSize,
+      samples: shareSize(
+        prepared.trainCount,
+        job.globalBatchSize,
+        a.stepInEpoch,
+        a.rank,
+        a.worldSize,
+      ),
     },
     weights,
   );

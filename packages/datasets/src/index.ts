@@ -93,6 +93,7 @@ export {
   shardIndices,
   shardSize,
   shareRange,
+  shareSize,
   stepsPerEpoch,
 } from './sampler.js';
 // Types only: importing the index must not load TensorFlow.js.

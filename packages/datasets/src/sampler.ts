@@ -136,6 +136,25 @@ export function shareRange(batchLength: number, rank: number, worldSize: number)
   return { start, end: start + base + (rank < extra ? 1 : 0) };
 }
 
+/**
+ * The number of samples in `rank`'s share of global batch `step` (0-based, within the epoch) of
+ * an epoch of `count` samples: what {@link EpochPlan.share} returns the length of, without
+ * shuffling anything. The coordinator uses it to check the sample count a worker reports.
+ */
+export function shareSize(
+  count: number,
+  batchSize: number,
+  step: number,
+  rank: number,
+  worldSize: number,
+): number {
+  checkCount(count, 'count');
+  checkPositive(batchSize, 'batchSize');
+  const batchLength = Math.max(0, Math.min(batchSize, count - step * batchSize));
+  const { start, end } = shareRange(batchLength, rank, worldSize);
+  return end - start;
+}
+
 /** One epoch of coordinated training as a sequence of global batches; see {@link createEpochPlan}. */
 export interface EpochPlan {
   /** Samples in the epoch. */

@@ -7,6 +7,7 @@ import {
   shardIndices,
   shardSize,
   shareRange,
+  shareSize,
   stepsPerEpoch,
 } from '../src/sampler.js';
 
@@ -156,6 +157,19 @@ describe('coordinated steps: global batches split among workers', () => {
       { start: 7, end: 10 },
     ]);
     expect(shareRange(1, 1, 3)).toEqual({ start: 1, end: 1 });
+  });
+
+  it('shareSize is the length of every share the plan hands out, without shuffling', () => {
+    const plan = createEpochPlan({ count: 1_003, seed: 11, epoch: 4, batchSize: 64 });
+    for (const w of [1, 2, 3, 5, 70]) {
+      for (let step = 0; step < plan.steps; step++) {
+        for (let r = 0; r < w; r++) {
+          expect(shareSize(1_003, 64, step, r, w)).toBe(plan.share(step, r, w).length);
+        }
+      }
+    }
+    // The last, short batch (43 samples) split 5 ways: 9, 9, 9, 8, 8.
+    expect([0, 1, 2, 3, 4].map((r) => shareSize(1_003, 64, 15, r, 5))).toEqual([9, 9, 9, 8, 8]);
   });
 
   it('shares of every step partition the global batch, whatever the world size', () => {

@@ -21,6 +21,11 @@ export interface ShareAssignment {
   /** The worker's place in this step's membership; shares are derived from (seed, epoch, rank, worldSize). */
   rank: number;
   worldSize: number;
+  /**
+   * The size of this share, as the coordinator computed it: the `sampleCount` the result must
+   * report (0 when the global batch has fewer samples than members).
+   */
+  samples: number;
 }
 
 /** What a worker sends back for its share. */
@@ -38,10 +43,18 @@ export interface ShareResult {
   computeSeconds: number;
 }
 
+/** The top-k accuracies every evaluation reports (top-1 and top-3), so slices merge exactly. */
+export const EVALUATION_TOP_K: readonly number[] = [1, 3];
+
 /** A slice of the test set to evaluate: images [start, end). */
 export interface EvalAssignment {
   start: number;
   end: number;
+  /**
+   * How many images of each class the slice holds, when the coordinator knows the test labels:
+   * the row sums the result's confusion matrix must have.
+   */
+  classCounts?: readonly number[];
 }
 
 /**

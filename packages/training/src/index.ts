@@ -7,6 +7,7 @@
 
 export { averageGradients } from './averageGradients.js';
 export {
+  EVALUATION_TOP_K,
   type EvalAssignment,
   fixedMembership,
   type Membership,
@@ -23,6 +24,12 @@ export {
   type LocalWorkerOptions,
   warmUp,
 } from './localWorker.js';
+export {
+  checkEvaluationReport,
+  checkShareReport,
+  classCounts,
+  type ShareNumbers,
+} from './reports.js';
 export {
   type RunningSums,
   runSynchronousTraining,

@@ -12,12 +12,13 @@ import {
 import { createEpochPlan, type ImageSet, identityOrder, makeBatch } from '@shardline/datasets';
 import type { ClassificationState } from '@shardline/metrics';
 import { createClassificationAccumulator } from '@shardline/metrics';
-import type {
-  EvalAssignment,
-  ShareAssignment,
-  ShareResult,
-  TrainingWorker,
-  WeightsSnapshot,
+import {
+  EVALUATION_TOP_K,
+  type EvalAssignment,
+  type ShareAssignment,
+  type ShareResult,
+  type TrainingWorker,
+  type WeightsSnapshot,
 } from './contract.js';
 
 /** What a local worker computes with. */
@@ -123,7 +124,7 @@ export function evaluateSlice(
   const accumulator = createClassificationAccumulator({
     numClasses: classNames.length,
     classNames,
-    topK: [1, 3],
+    topK: [...EVALUATION_TOP_K],
   });
   const order = identityOrder(set.count);
   for (let start = slice.start; start < slice.end; start += batchSize) {

@@ -27,17 +27,19 @@ import {
   ShardlineError,
   toShardlineError,
 } from '@shardline/core';
-import { stepsPerEpoch } from '@shardline/datasets';
+import { shareSize, stepsPerEpoch } from '@shardline/datasets';
 import { type ClassificationReport, createClassificationAccumulator } from '@shardline/metrics';
 import { averageGradients } from './averageGradients.js';
-import type {
-  Membership,
-  ShareAssignment,
-  ShareResult,
-  TrainingWorker,
-  WeightsSnapshot,
+import {
+  EVALUATION_TOP_K,
+  type Membership,
+  type ShareAssignment,
+  type ShareResult,
+  type TrainingWorker,
+  type WeightsSnapshot,
 } from './contract.js';
 import type { EpochMetrics, TrainingEvents } from './events.js';
+import { classCounts } from './reports.js';
 
 /** The hyperparameters the trainer reads (a job's full config may carry more). */
 export interface TrainerConfig {
@@ -83,6 +85,11 @@ export interface SyncTrainingOptions {
   trainCount: number;
   testCount: number;
   classNames: readonly string[];
+  /**
+   * The test set's labels, when this process has them: each evaluation slice then says how many
+   * images of each class it holds, so a worker's confusion matrix can be checked row by row.
+   */
+  testLabels?: Uint8Array;
   membership: Membership;
   reporter: TrainingEvents;
   logger: Logger;
@@ -336,9 +343,9 @@ async function gatherShares(
 function computeShares(
   run: Run,
   members: readonly TrainingWorker[],
-  assignment: Omit<ShareAssignment, 'rank'>,
+  assignment: Omit<ShareAssignment, 'rank' | 'samples'>,
 ): Promise<PromiseSettledResult<ShareResult>[]> {
-  const { signal } = run.options;
+  const { signal, trainCount, config } = run.options;
   const timeoutMs = run.options.workerTimeoutMs ?? 0;
   const deadline = timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined;
   const stepSignal =
@@ -346,7 +353,21 @@ function computeShares(
   return Promise.allSettled(
     members.map((worker, rank) =>
       worker
-        .computeShare({ ...assignment, rank }, run.weights, stepSignal)
+        .computeShare(
+          {
+            ...assignment,
+            rank,
+            samples: shareSize(
+              trainCount,
+              config.batchSize,
+              assignment.stepInEpoch,
+              rank,
+              assignment.worldSize,
+            ),
+          },
+          run.weights,
+          stepSignal,
+        )
         .catch((error: unknown) => {
           if (deadline?.aborted && error === deadline.reason && !signal?.aborted) {
             throw new ShardlineError(
@@ -400,13 +421,19 @@ async function evaluateAll(
     const accumulator = createClassificationAccumulator({
       numClasses: options.classNames.length,
       classNames: options.classNames,
-      topK: [1, 3],
+      topK: [...EVALUATION_TOP_K],
     });
     const settled = await Promise.allSettled(
       members.map((worker, rank) => {
         const start = Math.floor((total * rank) / members.length);
         const end = Math.floor((total * (rank + 1)) / members.length);
-        return worker.evaluate({ start, end }, weights, options.signal);
+        const labels = options.testLabels;
+        const counts = labels && classCounts(labels, start, end, options.classNames.length);
+        return worker.evaluate(
+          { start, end, ...(counts ? { classCounts: counts } : {}) },
+          weights,
+          options.signal,
+        );
       }),
     );
     const states = settle(settled, members, options, 'evaluation');

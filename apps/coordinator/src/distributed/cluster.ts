@@ -30,6 +30,8 @@ import type { Reporter } from '../reporter.js';
 import {
   createRemoteWorker,
   createWeightsEncoder,
+  cut,
+  type RejectionReason,
   type RemoteWorker,
   type RemoteWorkerInfo,
   type WeightsEncoder,
@@ -39,6 +41,8 @@ import {
 export interface ClusterOptions {
   job: JobSpec;
   layout: ParamLayout;
+  /** The dataset's class names: evaluations are checked and merged against them. */
+  classNames: readonly string[];
   /** Steps wait until at least this many workers are attached. */
   minWorkers: number;
   /** Joins beyond this many workers are refused (0: no limit). */
@@ -81,13 +85,40 @@ export interface Cluster extends Membership {
   close(): void;
   /** Whether a worker of this name has ever attached. */
   hasAttached(name: string): boolean;
+  /** Reports refused so far, by reason (summary.json's `rejected_reports`). */
+  rejections(): Readonly<Record<RejectionReason, number>>;
 }
+
+/**
+ * Bounds on what a Join may carry: every string and list in it is only logged or listed, and a
+ * worker joining with a 3 MB name would otherwise be kept and echoed in every log line and
+ * GetStatus answer. Over a bound the join is refused with INVALID_ARGUMENT.
+ */
+export const JOIN_LIMITS = {
+  workerName: 128,
+  hostname: 255,
+  backend: 64,
+  softwareVersion: 64,
+  previousWorkerId: 64,
+  capabilities: 32,
+  capability: 64,
+  supportedDtypes: 8,
+} as const;
+
+/**
+ * Joins that have not attached yet, at most. A join is forgotten when it has not attached within
+ * --worker-timeout, but a burst inside that window must not pile up either.
+ */
+export const MAX_PENDING_JOINS = 256;
 
 /** The cluster's state, shared by the handlers and the membership functions below. */
 interface ClusterState {
   readonly options: ClusterOptions;
   /** Workers that called Join, by id, whether attached yet or not. */
   readonly joined: Map<string, RemoteWorkerInfo>;
+  /** When each join that has not attached yet arrived (Date.now()). */
+  readonly pendingSince: Map<string, number>;
+  readonly rejections: Record<RejectionReason, number>;
   /** Workers with an open Train stream, in rank order. */
   readonly attached: RemoteWorker[];
   /** Ids already taken out of the group (a worker leaves once, however many ways it left). */
@@ -98,7 +129,6 @@ interface ClusterState {
   readonly progress: JobProgress;
   /** `members()` calls waiting for workers: woken on a join, rejected on abort. */
   waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }>;
-  rejectedGradients: number;
   aborted?: ShardlineError;
 }
 
@@ -107,6 +137,8 @@ export function createCluster(options: ClusterOptions): Cluster {
   const state: ClusterState = {
     options,
     joined: new Map(),
+    pendingSince: new Map(),
+    rejections: { 'non-finite gradient': 0, report: 0, evaluation: 0 },
     attached: [],
     removed: new Set(),
     everAttached: new Set(),
@@ -114,11 +146,11 @@ export function createCluster(options: ClusterOptions): Cluster {
     traffic: { sent: 0, received: 0 },
     progress: { state: JobState.WAITING_FOR_WORKERS, epoch: 0, step: 0, weightsVersion: 0 },
     waiters: [],
-    rejectedGradients: 0,
   };
   const sweep = startHeartbeatSweep(state);
   return {
     hasAttached: (name) => state.everAttached.has(name),
+    rejections: () => ({ ...state.rejections }),
     close() {
       if (sweep) clearInterval(sweep);
     },
@@ -200,6 +232,14 @@ function join(state: ClusterState, request: JoinRequest): JoinResponse {
   const { options, joined } = state;
   try {
     checkProtocolVersion(request.protocolVersion, { role: 'worker', name: request.workerName });
+    checkJoinBounds(request);
+    if (state.pendingSince.size >= MAX_PENDING_JOINS) {
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        `The coordinator already has ${state.pendingSince.size} joins that have not attached (at most ${MAX_PENDING_JOINS}). ` +
+          'Attach the workers that joined (a join that does not attach within --worker-timeout is forgotten), then join again.',
+      );
+    }
     const max = options.maxWorkers ?? 0;
     if (max > 0 && joined.size >= max) {
       throw new ShardlineError(
@@ -210,7 +250,7 @@ function join(state: ClusterState, request: JoinRequest): JoinResponse {
     }
   } catch (error) {
     options.logger.warn('refused a worker', {
-      worker: request.workerName,
+      worker: cut(request.workerName, JOIN_LIMITS.workerName),
       reason: toShardlineError(error).message,
     });
     throw error;
@@ -223,6 +263,7 @@ function join(state: ClusterState, request: JoinRequest): JoinResponse {
     backend: request.backend,
   };
   joined.set(info.id, info);
+  state.pendingSince.set(info.id, Date.now());
   options.logger.debug('worker joined', { worker: info.name, id: info.id });
   return {
     workerId: info.id,
@@ -236,6 +277,7 @@ function join(state: ClusterState, request: JoinRequest): JoinResponse {
 /** Leave: forgets a worker that joined (it may not have attached). */
 function leave(state: ClusterState, request: LeaveRequest): LeaveResponse {
   state.joined.delete(request.workerId);
+  state.pendingSince.delete(request.workerId);
   return {};
 }
 
@@ -323,23 +365,29 @@ function attachWorker(
       'The first message on a Train stream must be attach.',
     );
   }
-  const info = state.joined.get(message.kind.value.workerId);
+  const workerId = message.kind.value.workerId;
+  const info = state.pendingSince.has(workerId) ? state.joined.get(workerId) : undefined;
   if (!info) {
+    // NOT_FOUND tells a real worker to join again: its join may have been forgotten because it
+    // took longer than --worker-timeout to attach (or this coordinator restarted).
     throw new ShardlineError(
-      'MISMATCH',
-      `Unknown worker id ${message.kind.value.workerId}: call Join first.`,
+      'NOT_FOUND',
+      `Unknown worker id ${cut(workerId, JOIN_LIMITS.previousWorkerId)}: call Join first (a join that does not attach within --worker-timeout is forgotten).`,
     );
   }
+  state.pendingSince.delete(workerId);
   const worker = createRemoteWorker(info, call, {
     job: options.job,
     layout: options.layout,
     encoder: state.encoder,
     traffic: state.traffic,
-    onRejected: () => {
-      state.rejectedGradients++;
-      options.logger.warn('rejected a non-finite gradient', {
+    classNames: options.classNames,
+    onRejected: (reason) => {
+      state.rejections[reason]++;
+      options.logger.warn('rejected a report', {
         worker: info.name,
-        rejected_total: state.rejectedGradients,
+        reason,
+        rejected_total: Object.values(state.rejections).reduce((a, b) => a + b, 0),
       });
     },
   });
@@ -372,6 +420,7 @@ function startHeartbeatSweep(state: ClusterState): NodeJS.Timeout | undefined {
   if (silenceMs <= 0) return undefined;
   const sweep = setInterval(() => {
     const now = Date.now();
+    forgetStaleJoins(state, now, silenceMs);
     for (const w of [...state.attached]) {
       if (w.busy || now - w.lastSeenMs <= silenceMs) continue;
       const reason = `no heartbeat for ${Math.round((now - w.lastSeenMs) / 1000)} s (--worker-timeout ${silenceMs / 1000})`;
@@ -382,6 +431,59 @@ function startHeartbeatSweep(state: ClusterState): NodeJS.Timeout | undefined {
   }, 1000);
   sweep.unref();
   return sweep;
+}
+
+/** Forgets joins that have not attached within `ms`: a worker that comes later joins again. */
+function forgetStaleJoins(state: ClusterState, now: number, ms: number): void {
+  let forgotten = 0;
+  for (const [id, since] of state.pendingSince) {
+    if (now - since <= ms) continue;
+    state.pendingSince.delete(id);
+    state.joined.delete(id);
+    forgotten++;
+  }
+  if (forgotten > 0) {
+    state.options.logger.info('forgot joins that never attached', {
+      joins: forgotten,
+      worker_timeout_seconds: ms / 1000,
+    });
+  }
+}
+
+/** Refuses a Join whose strings or lists are longer than {@link JOIN_LIMITS}. */
+function checkJoinBounds(request: JoinRequest): void {
+  const over = (field: string, found: number, limit: number, unit: string) =>
+    new ShardlineError(
+      'INVALID_ARGUMENT',
+      `The join's ${field} has ${found} ${unit}, expected at most ${limit}. Shorten it (a worker's --name, for instance) and join again.`,
+      { details: { field, found, limit } },
+    );
+  const strings: Array<[string, string, number]> = [
+    ['worker_name', request.workerName, JOIN_LIMITS.workerName],
+    ['hostname', request.hostname, JOIN_LIMITS.hostname],
+    ['backend', request.backend, JOIN_LIMITS.backend],
+    ['software_version', request.softwareVersion, JOIN_LIMITS.softwareVersion],
+    ['previous_worker_id', request.previousWorkerId, JOIN_LIMITS.previousWorkerId],
+  ];
+  for (const [field, value, limit] of strings) {
+    if (value.length > limit) throw over(field, value.length, limit, 'characters');
+  }
+  if (request.capabilities.length > JOIN_LIMITS.capabilities) {
+    throw over('capabilities', request.capabilities.length, JOIN_LIMITS.capabilities, 'entries');
+  }
+  for (const capability of request.capabilities) {
+    if (capability.length > JOIN_LIMITS.capability) {
+      throw over('capability', capability.length, JOIN_LIMITS.capability, 'characters');
+    }
+  }
+  if (request.supportedDtypes.length > JOIN_LIMITS.supportedDtypes) {
+    throw over(
+      'supported_dtypes',
+      request.supportedDtypes.length,
+      JOIN_LIMITS.supportedDtypes,
+      'entries',
+    );
+  }
 }
 
 /**

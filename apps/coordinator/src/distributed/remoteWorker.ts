@@ -6,8 +6,9 @@
  */
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { type ParamLayout, ShardlineError, toShardlineError } from '@shardline/core';
-import type { ClassificationState } from '@shardline/metrics';
+import { type ClassificationState, DEFAULT_EPSILON } from '@shardline/metrics';
 import {
+  type ClassificationCounts,
   createTensorAssembler,
   decodeTensor,
   type EvaluationResult,
@@ -21,7 +22,17 @@ import {
   weightsMessages,
   writeMessages,
 } from '@shardline/protocol';
-import type { ShareResult, TrainingWorker, WeightsSnapshot } from '@shardline/training';
+import {
+  checkEvaluationReport,
+  checkShareReport,
+  EVALUATION_TOP_K,
+  type EvalAssignment,
+  type ShareAssignment,
+  type ShareNumbers,
+  type ShareResult,
+  type TrainingWorker,
+  type WeightsSnapshot,
+} from '@shardline/training';
 
 /** Builds each weights version's messages once, however many workers need them. */
 export interface WeightsEncoder {
@@ -74,14 +85,6 @@ interface Pending<T> {
   reject(error: unknown): void;
 }
 
-/** The numbers that come with a gradient's first chunk. */
-interface ShareNumbers {
-  sampleCount: number;
-  loss: number;
-  correct: number;
-  computeSeconds: number;
-}
-
 /** Details of a joined worker, for logs and status. */
 export interface RemoteWorkerInfo {
   id: string;
@@ -109,6 +112,9 @@ export interface RemoteWorker extends TrainingWorker {
   fail(error: ShardlineError): void;
 }
 
+/** Why a worker's report was refused, for counting. */
+export type RejectionReason = 'non-finite gradient' | 'report' | 'evaluation';
+
 /** What {@link createRemoteWorker} needs besides the worker and its stream. */
 export interface RemoteWorkerContext {
   job: JobSpec;
@@ -116,8 +122,10 @@ export interface RemoteWorkerContext {
   encoder: WeightsEncoder;
   /** Tensor bytes sent and received, summed over every worker. */
   traffic: { sent: number; received: number };
-  /** Called for each gradient rejected for non-finite values. */
-  onRejected?: () => void;
+  /** The job's class names: an evaluation's confusion matrix has one row and column for each. */
+  classNames: readonly string[];
+  /** Called for each report refused: a non-finite gradient, or numbers that fail a check. */
+  onRejected?: (reason: RejectionReason) => void;
 }
 
 /**
@@ -162,8 +170,10 @@ export function createRemoteWorker(
   let version = -1;
   let lastStep = -1;
   let lastSeenMs = Date.now();
-  let gradient: (Pending<ShareResult> & { numbers?: ShareNumbers }) | undefined;
-  let evaluation: Pending<ClassificationState> | undefined;
+  let gradient:
+    | (Pending<ShareResult> & { assignment: ShareAssignment; numbers?: ShareNumbers })
+    | undefined;
+  let evaluation: (Pending<ClassificationState> & { slice: EvalAssignment }) | undefined;
   let requestIds = 0n;
   let failure: ShardlineError | undefined;
   let resolveClosed: (why: string) => void = () => {};
@@ -208,7 +218,17 @@ export function createRemoteWorker(
         `Worker ${info.name} sent a gradient no step asked for.`,
       );
     }
-    if (chunk.result) gradient.numbers = chunk.result;
+    if (chunk.result) {
+      // Checked as they arrive, with the first chunk: a lie is refused before any tensor bytes
+      // are assembled.
+      try {
+        checkShareReport(chunk.result, gradient.assignment, info.name);
+      } catch (error) {
+        context.onRejected?.('report');
+        throw error;
+      }
+      gradient.numbers = chunk.result;
+    }
     const tensor = assembler.push(chunk.chunk!);
     if (!tensor) return;
     if (tensor.meta.step !== gradient.key) {
@@ -227,7 +247,7 @@ export function createRemoteWorker(
     const values = decodeTensor(tensor.bytes, tensor.meta.dtype);
     const bad = firstNonFinite(values);
     if (bad >= 0) {
-      context.onRejected?.();
+      context.onRejected?.('non-finite gradient');
       throw new ShardlineError(
         'NUMERIC',
         `Worker ${info.name} sent a gradient for step ${tensor.meta.step} with ${values[bad]} at index ${bad}: expected finite numbers. ` +
@@ -248,9 +268,20 @@ export function createRemoteWorker(
         `Worker ${info.name} sent an evaluation no request asked for.`,
       );
     }
+    let state: ClassificationState;
+    try {
+      state = stateFromCounts(result.counts, context.classNames, info.name);
+      checkEvaluationReport(state, evaluation.slice, info.name, {
+        numClasses: context.classNames.length,
+        topK: EVALUATION_TOP_K,
+      });
+    } catch (error) {
+      context.onRejected?.('evaluation');
+      throw error;
+    }
     const done = evaluation;
     evaluation = undefined;
-    done.resolve(JSON.parse(result.stateJson) as ClassificationState);
+    done.resolve(state);
   };
 
   const worker: RemoteWorker = {
@@ -274,10 +305,10 @@ export function createRemoteWorker(
         key,
         signal,
         (p) => {
-          gradient = p;
+          gradient = { ...p, assignment };
         },
         (p) => {
-          if (gradient === p) gradient = undefined;
+          if (gradient?.key === p.key) gradient = undefined;
         },
       );
       const request: TrainResponse = {
@@ -304,10 +335,10 @@ export function createRemoteWorker(
         requestIds,
         signal,
         (p) => {
-          evaluation = p;
+          evaluation = { ...p, slice };
         },
         (p) => {
-          if (evaluation === p) evaluation = undefined;
+          if (evaluation?.key === p.key) evaluation = undefined;
         },
       );
       const request: TrainResponse = {
@@ -337,7 +368,7 @@ export function createRemoteWorker(
           case 'error':
             throw new ShardlineError(
               'INTERNAL',
-              `Worker ${info.name} failed: ${kind.value.message}`,
+              `Worker ${info.name} failed: ${cut(kind.value.message, MAX_WORKER_ERROR_CHARS)}`,
             );
           // Proof of life (recorded above), and the attach that opened this stream.
           case 'heartbeat':
@@ -370,6 +401,64 @@ export function createRemoteWorker(
     },
   };
   return worker;
+}
+
+/**
+ * An evaluation's typed counts as the mergeable ClassificationState of @shardline/metrics. The
+ * class names, top-k list and epsilon are the job's: only the counts and sums travel.
+ */
+function stateFromCounts(
+  counts: ClassificationCounts | undefined,
+  classNames: readonly string[],
+  worker: string,
+): ClassificationState {
+  if (!counts) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `Worker ${worker} sent an evaluation without its counts: expected the counts field. Run the same Shardline release on every machine.`,
+      { details: { field: 'counts' } },
+    );
+  }
+  const toNumber = (value: bigint, field: string) => {
+    if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        `Worker ${worker} reported ${field} ${value}, expected at most ${Number.MAX_SAFE_INTEGER}. The report was rejected and the work is redone without this worker.`,
+        { details: { field, value: String(value) } },
+      );
+    }
+    return Number(value);
+  };
+  if (counts.topK.join() !== EVALUATION_TOP_K.join()) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `Worker ${worker} reported top_k [${counts.topK.join(', ')}], expected [${EVALUATION_TOP_K.join(', ')}]. The report was rejected and the work is redone without this worker.`,
+      { details: { field: 'top_k' } },
+    );
+  }
+  return {
+    version: 1,
+    numClasses: classNames.length,
+    classNames: [...classNames],
+    topK: [...EVALUATION_TOP_K],
+    epsilon: DEFAULT_EPSILON,
+    count: toNumber(counts.count, 'count'),
+    confusion: counts.confusion.map((v, i) => toNumber(v, `confusion entry ${i}`)),
+    lossSum: counts.lossSum,
+    topKHits: counts.topKHits.map((v, i) => toNumber(v, `top_k_hits[${i}]`)),
+    reportedLossSum: counts.reportedLossSum,
+    reportedLossCount: toNumber(counts.reportedLossCount, 'reported_loss_count'),
+  };
+}
+
+/** Longest error message from a worker that is logged whole; the rest is cut with a marker. */
+export const MAX_WORKER_ERROR_CHARS = 2000;
+
+/** `text` cut to `max` characters with a marker saying how much was left out. */
+export function cut(text: string, max: number): string {
+  return text.length <= max
+    ? text
+    : `${text.slice(0, max)}… (${text.length - max} more characters)`;
 }
 
 /** Compile-time proof that a switch handled every case of a oneof. */

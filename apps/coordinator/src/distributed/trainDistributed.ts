@@ -11,9 +11,10 @@ import {
   readWeights,
   ShardlineError,
   selectBackend,
+  toShardlineError,
   writeWeights,
 } from '@shardline/core';
-import { getDataset } from '@shardline/datasets';
+import { getDataset, loadDataset } from '@shardline/datasets';
 import { createModel } from '@shardline/models';
 import {
   applyServerFlowControlWindow,
@@ -80,6 +81,33 @@ function bind(server: Server, address: string, credentials: ServerCredentials): 
   );
 }
 
+/**
+ * The test set's labels when this machine has the dataset (it never downloads it: workers may be
+ * the only ones with data), so that each evaluation slice's confusion matrix can be checked
+ * class by class. Without them evaluations are still checked by count.
+ */
+async function localTestLabels(
+  config: TrainConfig,
+  logger: Logger,
+): Promise<Uint8Array | undefined> {
+  try {
+    const data = await loadDataset(config.dataset, {
+      ...(config.dataDir === undefined ? {} : { dataDir: config.dataDir }),
+      // One training image: the rest is not copied and can be collected at once.
+      limitTrain: 1,
+      ...(config.limitTest > 0 ? { limitTest: config.limitTest } : {}),
+      download: false,
+    });
+    return data.test.labels;
+  } catch (error) {
+    logger.info('no local copy of the test labels: evaluations are checked by count only', {
+      dataset: config.dataset,
+      reason: toShardlineError(error).message,
+    });
+    return undefined;
+  }
+}
+
 /** Runs a whole distributed job. */
 export async function trainDistributed(
   config: TrainConfig,
@@ -137,6 +165,7 @@ export async function trainDistributed(
     cluster = createCluster({
       job,
       layout,
+      classNames: descriptor.classNames,
       minWorkers: settings.minWorkers,
       maxWorkers: settings.maxWorkers,
       waitTimeoutMs: settings.waitTimeoutMs,
@@ -249,6 +278,7 @@ export async function trainDistributed(
         reporter.epochEnd(m);
       },
     };
+    const testLabels = await localTestLabels(config, logger);
     const result = await runSynchronousTraining({
       config,
       layout,
@@ -256,6 +286,7 @@ export async function trainDistributed(
       trainCount,
       testCount,
       classNames: descriptor.classNames,
+      ...(testLabels ? { testLabels } : {}),
       membership: cluster,
       reporter: tracking,
       logger,
@@ -285,6 +316,7 @@ export async function trainDistributed(
       reporter,
       logger,
       writeWeights: () => writeWeights(model, result.weights.params, layout),
+      rejectedReports: cluster.rejections(),
     });
   } catch (error) {
     cluster?.setProgress({ state: JobState.FAILED });
