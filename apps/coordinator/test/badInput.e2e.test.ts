@@ -290,6 +290,73 @@ describe('bad input from a worker', () => {
     expect(e.details).toMatch(/Received message larger than max/);
   });
 
+  // The numbers beside the tensor: the coordinator knows the share it assigned, so every number
+  // that cannot be true of it is refused before the tensor is assembled.
+  const lie = (numbers: Partial<typeof result>) =>
+    rogue((call, job, a) => {
+      const m = meta(job, a);
+      const values = new Float32Array(job.parameterCount);
+      return writeMessages(
+        call,
+        gradientMessages(m, encodeTensor(values, m.dtype), { ...result, ...numbers }, 1024 * 1024),
+      );
+    });
+
+  it('a sample count that is not the size of the assigned share is refused', async () => {
+    const e = await lie({ sampleCount: 4_294_967_295 });
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.details).toMatch(
+      /^Worker rogue reported sample_count 4294967295 for step \d+, expected 16, the size of its share \(rank [01] of 2\)\. The report was rejected/,
+    );
+  });
+
+  it('more correct predictions than samples are refused', async () => {
+    const e = await lie({ correct: 17 });
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.details).toMatch(/reported correct 17 for step \d+, expected an integer from 0 to 16/);
+  });
+
+  it('a negative or non-finite loss is refused', async () => {
+    for (const loss of [-1, Number.NaN]) {
+      const e = await lie({ loss });
+      expect(e.code).toBe(status.INVALID_ARGUMENT);
+      expect(e.details).toContain(`reported loss ${loss} for step`);
+      expect(e.details).toContain('expected a finite number, 0 or more');
+    }
+  });
+
+  it('negative compute seconds are refused', async () => {
+    const e = await lie({ computeSeconds: -5 });
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.details).toMatch(/reported compute_seconds -5 for step \d+/);
+  });
+
+  it('a join with a 3 MB name is refused, naming the field and the bound', async () => {
+    const c = client();
+    const e = (await new Promise((resolve, reject) =>
+      c.join(
+        {
+          protocolVersion: PROTOCOL_VERSION,
+          workerName: 'x'.repeat(3_000_000),
+          backend: 'none',
+          hostname: 'test',
+          pid: process.pid,
+          supportedDtypes: [DataType.FLOAT32],
+          capabilities: [],
+          previousWorkerId: '',
+          maxReceiveMessageBytes: 0,
+          softwareVersion: '',
+        },
+        (error, response) => (error ? resolve(error) : reject(new Error(`joined: ${response}`))),
+      ),
+    )) as ServiceError;
+    c.close();
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.details).toContain(
+      "The join's worker_name has 3000000 characters, expected at most 128.",
+    );
+  });
+
   it('a worker of another protocol version is refused, naming both versions', async () => {
     const c = client();
     const e = (await join_(c, PROTOCOL_VERSION + 98).catch(
@@ -342,5 +409,14 @@ describe('bad input from a worker', () => {
     expect(calm.code, calm.stderr).toBe(0);
     const weights = (dir: string) => readFile(join(out, dir, 'model', 'weights.bin'));
     expect(Buffer.compare(await weights('calm'), await weights('attacked'))).toBe(0);
+    // The same test accuracy, exactly: no lie reached the evaluation either.
+    const calmDone = calm.events().find((e) => e.event === 'done');
+    expect(events.at(-1)?.test_accuracy).toBe(calmDone?.test_accuracy);
+    // Every refused report is counted in the run summary: five lies about numbers (the loss case
+    // lies twice) and one NaN gradient.
+    const summary = JSON.parse(await readFile(join(out, 'attacked', 'summary.json'), 'utf8')) as {
+      rejectedReports: Record<string, number>;
+    };
+    expect(summary.rejectedReports).toEqual({ 'non-finite gradient': 1, report: 5, evaluation: 0 });
   });
 });
