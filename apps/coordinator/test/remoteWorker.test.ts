@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { firstNonFinite } from '../src/distributed/remoteWorker.js';
+import { cut, firstNonFinite, MAX_WORKER_ERROR_CHARS } from '../src/distributed/remoteWorker.js';
 
 describe('firstNonFinite', () => {
   it('finds the first NaN or infinity wherever it sits, and -1 when there is none', () => {
@@ -21,5 +21,14 @@ describe('firstNonFinite', () => {
     // A view at an offset into a larger buffer reads only its own values.
     const backing = Float32Array.from([Number.NaN, 1, 2, Number.NaN]);
     expect(firstNonFinite(backing.subarray(1, 3))).toBe(-1);
+  });
+});
+
+describe('cut', () => {
+  it('keeps short text and cuts long text with a marker saying how much was left out', () => {
+    expect(cut('short', 10)).toBe('short');
+    expect(cut('x'.repeat(MAX_WORKER_ERROR_CHARS + 5), MAX_WORKER_ERROR_CHARS)).toBe(
+      `${'x'.repeat(MAX_WORKER_ERROR_CHARS)}… (5 more characters)`,
+    );
   });
 });
