@@ -16,30 +16,25 @@ import {
   toShardlineError,
 } from '@shardline/core';
 import {
-  CONFIG_FLAG,
-  CONFIG_OPTION_HELP,
-  type FlagValues,
-  flagValues,
   formatSettings,
-  isExpectation,
-  optionAttribute,
-  optionFlags,
-  optionHelp,
-  parseFlag,
   type ResolvedSettings,
   resolveSettings,
-  type SettingSpec,
   sourceOf,
 } from '@shardline/core/settings';
+import {
+  addSettingOptions,
+  flagsGiven,
+  settingOptionDescription,
+} from '@shardline/core/settings/commander';
 import { DataType } from '@shardline/protocol';
-import { Command, CommanderError, Help, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { checkHealthListen } from './distributed/healthListen.js';
 import type { ServerSecurityFlags } from './distributed/security.js';
 import { type DistributedSettings, trainDistributed } from './distributed/trainDistributed.js';
 import { trainInProcess } from './inProcess.js';
 import { createJsonReporter, createTextReporter, type ReporterStreams } from './reporter.js';
 import {
-  TRAIN_SETTINGS,
+  type TRAIN_SETTINGS,
   TRAIN_SETTINGS_MODEL,
   type TrainConfig,
   type TrainSettings,
@@ -109,8 +104,8 @@ function addTrainCommand(
   const train = program
     .command('train')
     .description(TRAIN_DESCRIPTION)
-    .configureHelp({ optionDescription });
-  addSettingOptions(train);
+    .configureHelp({ optionDescription: settingOptionDescription });
+  addSettingOptions(train, TRAIN_SETTINGS_MODEL, { commanderChoices: true });
   train.option('--print-config', 'print each setting, its value and where it came from, then exit');
   train.action(async (_options: unknown, command: Command) => {
     const resolved = resolveTrainSettings(command, context);
@@ -127,61 +122,12 @@ function addTrainCommand(
   });
 }
 
-// Help text for each setting's option: commander's own format, "(choices: ..., default: ...,
-// env: NAME)", plus the config-file key, so `--help` documents all three ways to set it.
-const specOfOption = new WeakMap<Option, SettingSpec>();
-
-function optionDescription(this: Help, option: Option): string {
-  const spec = specOfOption.get(option);
-  return spec === undefined
-    ? Help.prototype.optionDescription.call(this, option)
-    : optionHelp(spec);
-}
-
-/** Declares each of `train`'s settings as an option of `command`, plus --config. */
-function addSettingOptions(command: Command): void {
-  for (const spec of TRAIN_SETTINGS) {
-    const option = new Option(optionFlags(spec), spec.description);
-    if (spec.choices) {
-      // commander's own check, and its message: "Allowed choices are seed-cnn, mlp, fast-cnn."
-      option.choices(spec.choices);
-    } else if (spec.argument) {
-      option.argParser((value: string) => {
-        try {
-          return parseFlag(spec, value);
-        } catch (error) {
-          throw isExpectation(error) ? new InvalidArgumentError(error.message) : error;
-        }
-      });
-    }
-    specOfOption.set(option, spec);
-    command.addOption(option);
-  }
-  command.addOption(new Option(`${CONFIG_FLAG} <file>`, CONFIG_OPTION_HELP));
-}
-
-/** The settings given on `command`'s command line (not commander's defaults), and --config. */
-function flagsGiven(command: Command): {
-  flags: FlagValues<typeof TRAIN_SETTINGS>;
-  config?: string;
-} {
-  const flags = flagValues(TRAIN_SETTINGS_MODEL, (spec) => {
-    const attribute = optionAttribute(spec);
-    return command.getOptionValueSource(attribute) === 'cli'
-      ? command.getOptionValue(attribute)
-      : undefined;
-  });
-  const config =
-    command.getOptionValueSource('config') === 'cli' ? command.getOptionValue('config') : undefined;
-  return { flags, ...(typeof config === 'string' ? { config } : {}) };
-}
-
 /** Merges `train`'s flags, environment variables, config file and defaults. */
 function resolveTrainSettings(
   command: Command,
   context: CoordinatorCliContext,
 ): ResolvedTrainSettings {
-  const given = flagsGiven(command);
+  const given = flagsGiven(command, TRAIN_SETTINGS_MODEL);
   return resolveSettings(TRAIN_SETTINGS_MODEL, {
     flags: given.flags,
     ...(given.config === undefined ? {} : { configFlag: given.config }),

@@ -11,9 +11,7 @@ import {
   BackendNames,
   type BackendPreference,
   LogLevels,
-  type OptimizerKind,
   OptimizerKinds,
-  type ScheduleKind,
   ScheduleKinds,
 } from '@shardline/core';
 import {
@@ -26,26 +24,18 @@ import {
 } from '@shardline/core/settings';
 import { datasetNames } from '@shardline/datasets';
 import { listModels } from '@shardline/models';
-import { checkToken, readTokenFile } from '@shardline/protocol';
+import { TOKEN_FILE_FORM } from '@shardline/protocol';
+import type { TrainerConfig } from '@shardline/training';
 import { parseHealthListen } from './distributed/healthListen.js';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './parsers.js';
 
-/** Everything a training job needs to know, validated. */
-export interface TrainConfig {
+/** Everything a training job needs to know, validated: the trainer's settings and the job's. */
+export interface TrainConfig extends TrainerConfig {
   model: string;
   dataset: string;
   dataDir?: string;
   /** Download the dataset when no local copy exists. */
   download: boolean;
-  epochs: number;
-  /** Global batch: the number of images behind one optimizer step, over all workers. */
-  batchSize: number;
-  learningRate: number;
-  optimizer: OptimizerKind;
-  momentum: number;
-  weightDecay: number;
-  schedule: ScheduleKind;
-  warmupEpochs: number;
   seed: number;
   backend: BackendPreference;
   /** Use only the first N training / test images (0 = all). */
@@ -440,15 +430,7 @@ export const TRAIN_SETTINGS_MODEL = defineSettings({
   settings: TRAIN_SETTINGS,
   subject: 'coordinator',
   example: '{"epochs": 30, "listen": "0.0.0.0:7070"}',
-  fileForms: [
-    {
-      value: 'token',
-      file: 'tokenFile',
-      nouns: ['a token', 'a token file'],
-      read: readTokenFile,
-      check: checkToken,
-    },
-  ],
+  fileForms: [TOKEN_FILE_FORM],
 });
 
 /** The resolved settings of `train`, typed from {@link TRAIN_SETTINGS}. */

@@ -94,12 +94,13 @@ function client(options: Record<string, number> = {}): InstanceType<typeof Coord
 function join_(
   c: InstanceType<typeof CoordinatorClient>,
   protocolVersion = PROTOCOL_VERSION,
+  workerName = 'rogue',
 ): Promise<JoinResponse> {
   return new Promise((resolve, reject) =>
     c.join(
       {
         protocolVersion,
-        workerName: 'rogue',
+        workerName,
         backend: 'none',
         hostname: 'test',
         pid: process.pid,
@@ -333,22 +334,8 @@ describe('bad input from a worker', () => {
 
   it('a join with a 3 MB name is refused, naming the field and the bound', async () => {
     const c = client();
-    const e = (await new Promise((resolve, reject) =>
-      c.join(
-        {
-          protocolVersion: PROTOCOL_VERSION,
-          workerName: 'x'.repeat(3_000_000),
-          backend: 'none',
-          hostname: 'test',
-          pid: process.pid,
-          supportedDtypes: [DataType.FLOAT32],
-          capabilities: [],
-          previousWorkerId: '',
-          maxReceiveMessageBytes: 0,
-          softwareVersion: '',
-        },
-        (error, response) => (error ? resolve(error) : reject(new Error(`joined: ${response}`))),
-      ),
+    const e = (await join_(c, PROTOCOL_VERSION, 'x'.repeat(3_000_000)).catch(
+      (error: unknown) => error,
     )) as ServiceError;
     c.close();
     expect(e.code).toBe(status.INVALID_ARGUMENT);

@@ -29,7 +29,7 @@ import {
   setting,
   settingsEnvVariables,
 } from '@shardline/core/settings';
-import { checkToken, readTokenFile } from '@shardline/protocol';
+import { TOKEN_FILE_FORM } from '@shardline/protocol';
 
 // Generic parts, from @shardline/core/settings; exported here too, as before they moved there.
 export {
@@ -198,15 +198,7 @@ export const WORKER_SETTINGS_MODEL = defineSettings({
   settings: WORKER_SETTINGS,
   subject: 'worker',
   example: '{"coordinator": "10.0.0.5:7070"}',
-  fileForms: [
-    {
-      value: 'token',
-      file: 'tokenFile',
-      nouns: ['a token', 'a token file'],
-      read: readTokenFile,
-      check: checkToken,
-    },
-  ],
+  fileForms: [TOKEN_FILE_FORM],
 });
 
 /**

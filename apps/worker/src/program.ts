@@ -9,28 +9,20 @@
  */
 import { readFileSync } from 'node:fs';
 import { createLogger, toShardlineError } from '@shardline/core';
+import { type FlagValues, settingsLogFields, sourceOf } from '@shardline/core/settings';
 import {
-  CONFIG_FLAG,
-  CONFIG_OPTION_HELP,
-  type FlagValues,
-  flagValues,
-  isExpectation,
-  optionAttribute,
-  optionFlags,
-  optionHelp,
-  parseFlag,
-  type SettingSpec,
-  settingsLogFields,
-  sourceOf,
-} from '@shardline/core/settings';
+  addSettingOptions,
+  flagsGiven,
+  settingOptionDescription,
+} from '@shardline/core/settings/commander';
 import { EXIT_COORDINATOR_STOPPED } from '@shardline/training';
-import { Command, CommanderError, Help, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import {
   formatConfig,
   type ResolvedWorkerConfig,
   requireCoordinator,
   resolveWorkerConfig,
-  WORKER_SETTINGS,
+  type WORKER_SETTINGS,
   WORKER_SETTINGS_MODEL,
 } from './config.js';
 import { formatDoctorReport, runDoctor } from './doctor.js';
@@ -62,55 +54,6 @@ export interface WorkerCliContext {
 
 /** How long doctor waits for the coordinator when --connect-timeout is left at its default. */
 export const DOCTOR_COORDINATOR_TIMEOUT_S = 5;
-
-// Help text for each setting's option: commander's own format, "(choices: ..., default: ...,
-// env: NAME)", plus the config-file key, so `--help` documents all three ways to set it.
-const specOfOption = new WeakMap<Option, SettingSpec>();
-
-function optionDescription(this: Help, option: Option): string {
-  const spec = specOfOption.get(option);
-  return spec === undefined
-    ? Help.prototype.optionDescription.call(this, option)
-    : optionHelp(spec);
-}
-
-/** Adds every setting's flag (and --config) to `command`. */
-function addSettingOptions(command: Command): void {
-  for (const spec of WORKER_SETTINGS) {
-    const option = new Option(optionFlags(spec), spec.description);
-    if (spec.argument) {
-      option.argParser((value: string) => {
-        try {
-          return parseFlag(spec, value);
-        } catch (error) {
-          throw isExpectation(error) ? new InvalidArgumentError(error.message) : error;
-        }
-      });
-    }
-    specOfOption.set(option, spec);
-    command.addOption(option);
-  }
-  command.addOption(new Option(`${CONFIG_FLAG} <file>`, CONFIG_OPTION_HELP));
-}
-
-/**
- * The settings given on `command`'s command line (not commander's defaults): a switch given as
- * `--tls` is true, one given as `--no-download` makes `noDownload` true.
- */
-function flagsGiven(command: Command): {
-  flags: FlagValues<typeof WORKER_SETTINGS>;
-  config?: string;
-} {
-  const flags = flagValues(WORKER_SETTINGS_MODEL, (spec) => {
-    const attribute = optionAttribute(spec);
-    return command.getOptionValueSource(attribute) === 'cli'
-      ? command.getOptionValue(attribute)
-      : undefined;
-  });
-  const config =
-    command.getOptionValueSource('config') === 'cli' ? command.getOptionValue('config') : undefined;
-  return { flags, ...(typeof config === 'string' ? { config } : {}) };
-}
 
 /** A built `shardline-worker` command and the exit status its actions leave. */
 interface WorkerProgram {
@@ -148,8 +91,8 @@ function buildProgram(streams: WorkerStreams, context: WorkerCliContext): Worker
     // `shardline-worker doctor --backend tensorflow-gpu` reaches doctor.
     .enablePositionalOptions()
     // Set before `doctor` is added: subcommands inherit it.
-    .configureHelp({ optionDescription });
-  addSettingOptions(program);
+    .configureHelp({ optionDescription: settingOptionDescription });
+  addSettingOptions(program, WORKER_SETTINGS_MODEL);
   program.option(
     '--print-config',
     'print each setting, its value and where it came from, then exit',
@@ -179,7 +122,7 @@ function resolveGiven(
   const flags: FlagValues<typeof WORKER_SETTINGS> = {};
   let configFlag: string | undefined;
   for (const command of commands) {
-    const given = flagsGiven(command);
+    const given = flagsGiven(command, WORKER_SETTINGS_MODEL);
     Object.assign(flags, given.flags);
     configFlag = given.config ?? configFlag;
   }
@@ -206,7 +149,7 @@ function addDoctorCommand(
         `coordinator's health service answers. Waits ${DOCTOR_COORDINATOR_TIMEOUT_S} s for it unless --connect-timeout is given. ` +
         'Exits 0 when this worker could train.',
     );
-  addSettingOptions(doctor);
+  addSettingOptions(doctor, WORKER_SETTINGS_MODEL);
   doctor.option('--json', 'print the report as one JSON object');
   doctor.action(async (opts: { json?: boolean }) => {
     // Settings given before `doctor` count too; those after it win.

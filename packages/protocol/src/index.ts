@@ -110,6 +110,7 @@ export {
   splitHostPort,
   TOKEN_ENV,
   TOKEN_FILE_ENV,
+  TOKEN_FILE_FORM,
   TOKEN_METADATA_KEY,
   tokenFromMetadata,
 } from './security.js';

@@ -13,6 +13,7 @@ import {
   type MetadataValue,
 } from '@grpc/grpc-js';
 import { ShardlineError } from '@shardline/core/errors';
+import type { FileForm } from '@shardline/core/settings';
 
 /** The standard header a worker sends its token in, as `Bearer <token>`. */
 export const AUTHORIZATION_METADATA_KEY = 'authorization';
@@ -177,3 +178,15 @@ export function readTokenFile(path: string, namedBy: string): string {
   }
   return checkToken(token, `The token file ${path} (from ${namedBy})`);
 }
+
+/**
+ * The token's two forms as settings (`--token` and `--token-file`, one setting in the end), the
+ * same for both CLIs' settings tables: the file is read, and a token given directly is checked.
+ */
+export const TOKEN_FILE_FORM = {
+  value: 'token',
+  file: 'tokenFile',
+  nouns: ['a token', 'a token file'],
+  read: readTokenFile,
+  check: checkToken,
+} as const satisfies FileForm<'token' | 'tokenFile'>;
