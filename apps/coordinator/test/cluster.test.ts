@@ -240,6 +240,28 @@ describe('createCluster: the heartbeat sweep', () => {
   });
 });
 
+describe('createCluster: a worker that left', () => {
+  it('rejects further work with CONNECTION_LOST (a promise, never a synchronous throw)', async () => {
+    const { cluster, attach } = harness();
+    await attach('gone');
+    const [worker] = await cluster.members();
+    cluster.drop?.(worker!, 'test over');
+    // The trainer hands out shares with members.map(...): a throw there would fail the whole
+    // step instead of dropping one member.
+    const share = worker!.computeShare(
+      { epoch: 0, step: 1, stepInEpoch: 1, rank: 0, worldSize: 1, samples: 8 },
+      { version: 1, params: new Float32Array(layout.size) },
+    );
+    expect(hasErrorCode(await share.catch((e: unknown) => e), 'CONNECTION_LOST')).toBe(true);
+    const evaluation = worker!.evaluate(
+      { start: 0, end: 4 },
+      { version: 1, params: new Float32Array(layout.size) },
+    );
+    expect(hasErrorCode(await evaluation.catch((e: unknown) => e), 'CONNECTION_LOST')).toBe(true);
+    cluster.close();
+  });
+});
+
 describe('createCluster: joins that never attach', () => {
   it('forgets them after --worker-timeout; one that attaches later is told to join again', async () => {
     const { cluster, logs, join } = harness({ workerTimeoutMs: 5_000 });

@@ -351,34 +351,33 @@ function computeShares(
   const stepSignal =
     deadline && signal ? AbortSignal.any([signal, deadline]) : (deadline ?? signal);
   return Promise.allSettled(
-    members.map((worker, rank) =>
-      worker
-        .computeShare(
-          {
-            ...assignment,
-            rank,
-            samples: shareSize(
-              trainCount,
-              config.batchSize,
-              assignment.stepInEpoch,
-              rank,
-              assignment.worldSize,
-            ),
-          },
-          run.weights,
-          stepSignal,
-        )
-        .catch((error: unknown) => {
-          if (deadline?.aborted && error === deadline.reason && !signal?.aborted) {
-            throw new ShardlineError(
-              'TIMEOUT',
-              `Worker ${worker.name} did not return its share of step ${assignment.step} within ${timeoutMs / 1000} s (--worker-timeout).`,
-              { cause: error },
-            );
-          }
-          throw error;
-        }),
-    ),
+    members.map(async (worker, rank) => {
+      const share = {
+        ...assignment,
+        rank,
+        samples: shareSize(
+          trainCount,
+          config.batchSize,
+          assignment.stepInEpoch,
+          rank,
+          assignment.worldSize,
+        ),
+      };
+      // Awaited inside an async function: a worker that throws instead of rejecting fails only
+      // its own share.
+      try {
+        return await worker.computeShare(share, run.weights, stepSignal);
+      } catch (error) {
+        if (deadline?.aborted && error === deadline.reason && !signal?.aborted) {
+          throw new ShardlineError(
+            'TIMEOUT',
+            `Worker ${worker.name} did not return its share of step ${assignment.step} within ${timeoutMs / 1000} s (--worker-timeout).`,
+            { cause: error },
+          );
+        }
+        throw error;
+      }
+    }),
   );
 }
 
@@ -424,7 +423,7 @@ async function evaluateAll(
       topK: [...EVALUATION_TOP_K],
     });
     const settled = await Promise.allSettled(
-      members.map((worker, rank) => {
+      members.map(async (worker, rank) => {
         const start = Math.floor((total * rank) / members.length);
         const end = Math.floor((total * (rank + 1)) / members.length);
         const labels = options.testLabels;

@@ -192,6 +192,20 @@ describe('runSynchronousTraining fault paths', { timeout: 10_000 }, () => {
     expect(Array.from(result.weights.params)).toEqual([-6, -6, -6]);
   });
 
+  it('drops a worker that throws instead of rejecting, like one that rejects', async () => {
+    const a = fakeWorker('a', 1);
+    const thrower = fakeWorker('thrower', 3);
+    const honest = thrower.computeShare.bind(thrower);
+    thrower.computeShare = (assignment, weights, signal) => {
+      if (assignment.step === 1) throw new Error('thrower broke its contract');
+      return honest(assignment, weights, signal);
+    };
+    const membership = droppable([a, thrower]);
+    const { result } = await train(membership);
+    expect(membership.dropped).toEqual(['thrower: thrower broke its contract']);
+    expect(Array.from(result.weights.params)).toEqual([-5, -5, -5]);
+  });
+
   it('fails the job with the worker error when members cannot be replaced', async () => {
     const broken = fakeWorker('only', 1, (step) => (step === 3 ? 'fail' : 'ok'));
     await expect(train(fixedMembership([broken]))).rejects.toThrow('only crashed');

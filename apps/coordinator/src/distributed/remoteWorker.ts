@@ -298,7 +298,7 @@ export function createRemoteWorker(
     get busy() {
       return gradient !== undefined || evaluation !== undefined;
     },
-    computeShare(assignment, weights, signal) {
+    async computeShare(assignment, weights, signal) {
       guard(signal);
       const key = BigInt(assignment.step);
       const result = awaitReply<ShareResult>(
@@ -328,7 +328,7 @@ export function createRemoteWorker(
       send(weights, request);
       return result;
     },
-    evaluate(slice, weights, signal) {
+    async evaluate(slice, weights, signal) {
       guard(signal);
       requestIds++;
       const result = awaitReply<ClassificationState>(
