@@ -22,6 +22,7 @@ import {
   writeMessages,
 } from '@shardline/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { joinRequest } from './joinRequest.js';
 import { cliPath, runCli } from './runCli.js';
 
 // Each case joins a real coordinator as a rogue worker, misbehaves on its first assignment, and
@@ -97,20 +98,8 @@ function join_(
   workerName = 'rogue',
 ): Promise<JoinResponse> {
   return new Promise((resolve, reject) =>
-    c.join(
-      {
-        protocolVersion,
-        workerName,
-        backend: 'none',
-        hostname: 'test',
-        pid: process.pid,
-        supportedDtypes: [DataType.FLOAT32],
-        capabilities: [],
-        previousWorkerId: '',
-        maxReceiveMessageBytes: 0,
-        softwareVersion: '',
-      },
-      (error, response) => (error ? reject(error) : resolve(response)),
+    c.join(joinRequest({ protocolVersion, workerName }), (error, response) =>
+      error ? reject(error) : resolve(response),
     ),
   );
 }

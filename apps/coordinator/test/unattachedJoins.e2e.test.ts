@@ -14,13 +14,12 @@ import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import {
   CHANNEL_OPTIONS,
   CoordinatorClient,
-  DataType,
   type GetStatusResponse,
   type JoinResponse,
-  PROTOCOL_VERSION,
   type TrainRequest,
 } from '@shardline/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { joinRequest } from './joinRequest.js';
 import { cliPath } from './runCli.js';
 
 const workerCli = fileURLToPath(new URL('../../worker/dist/cli.js', import.meta.url));
@@ -66,20 +65,8 @@ afterAll(async () => {
 
 const joinOnce = (name: string) =>
   new Promise<JoinResponse>((resolve, reject) =>
-    client.join(
-      {
-        protocolVersion: PROTOCOL_VERSION,
-        workerName: name,
-        backend: 'none',
-        hostname: 'test',
-        pid: process.pid,
-        supportedDtypes: [DataType.FLOAT32],
-        capabilities: [],
-        previousWorkerId: '',
-        maxReceiveMessageBytes: 0,
-        softwareVersion: '',
-      },
-      (error, response) => (error ? reject(error) : resolve(response)),
+    client.join(joinRequest({ workerName: name }), (error, response) =>
+      error ? reject(error) : resolve(response),
     ),
   );
 
