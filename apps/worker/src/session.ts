@@ -9,7 +9,6 @@ import {
   type BackendPreference,
   describeLayout,
   hasErrorCode,
-  heapTuning,
   type Logger,
   type ParamLayout,
   readWeights,
@@ -25,12 +24,12 @@ import {
   type ClassificationCounts,
   CoordinatorClient,
   type CoordinatorServiceClient,
-  CRC32_IMPLEMENTATION,
   createTensorAssembler,
   DataType,
   decodeTensor,
   type Evaluate,
   encodeTensor,
+  exchangeLogFields,
   fromGrpcStatus,
   gradientMessages,
   type HyperparameterValue,
@@ -159,9 +158,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
         job: job.jobId,
         model: job.modelName,
         dataset: job.datasetName,
-        // What the exchange runs with, for anyone comparing its speed across machines.
-        checksum: `crc32-${CRC32_IMPLEMENTATION}`,
-        heap_growing_percent: heapTuning()?.percent ?? 'v8-default',
+        ...exchangeLogFields(),
       });
       try {
         return await serve(

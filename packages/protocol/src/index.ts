@@ -44,6 +44,7 @@ export {
   SUPPORTED_DTYPES,
 } from './codecs.js';
 export { CRC32_IMPLEMENTATION, type Crc32Implementation, crc32, crc32Portable } from './crc32.js';
+export { exchangeLogFields } from './exchangeLog.js';
 export {
   Attach,
   ClassificationCounts,

@@ -6,7 +6,6 @@ import { resolve } from 'node:path';
 import { Server, type ServerCredentials } from '@grpc/grpc-js';
 import {
   describeLayout,
-  heapTuning,
   type Logger,
   readWeights,
   ShardlineError,
@@ -19,9 +18,9 @@ import { createModel } from '@shardline/models';
 import {
   applyServerFlowControlWindow,
   CoordinatorServiceDefinition,
-  CRC32_IMPLEMENTATION,
   type DataType,
   DEFAULT_CHUNK_BYTES,
+  exchangeLogFields,
   JobState,
   SERVER_OPTIONS,
   StopReason,
@@ -198,9 +197,7 @@ export async function trainDistributed(
       address,
       min_workers: settings.minWorkers,
       local_workers: settings.localWorkers,
-      // What the exchange runs with, for anyone comparing its speed across machines.
-      checksum: `crc32-${CRC32_IMPLEMENTATION}`,
-      heap_growing_percent: heapTuning()?.percent ?? 'v8-default',
+      ...exchangeLogFields(),
     });
     reporter.started({
       mode: 'distributed',
