@@ -1,5 +1,5 @@
 /**
- * @shardline/datasets: Fashion-MNIST and MNIST for TensorFlow.js training. IDX reading,
+ * @shardline/datasets: Fashion-MNIST, MNIST and image folders for TensorFlow.js training. IDX reading,
  * verified download and caching, deterministic shuffling, sharding by rank, batching and
  * seeded augmentation. Everything here works without TensorFlow.js; `toTensors` lives in
  * `@shardline/datasets/tensors`.
@@ -53,6 +53,19 @@ export {
   parseIdx,
   readIdxFile,
 } from './idx.js';
+export {
+  type ColorMode,
+  IMAGE_FOLDER_CACHE_MAGIC,
+  IMAGE_FOLDER_CACHE_VERSION,
+  type ImageDecoder,
+  type ImageFolderOptions,
+  type ImageProbe,
+  type LoadedImageFolder,
+  loadImageFolder,
+  MAX_IMAGE_FOLDER_CLASSES,
+  type SkippedImage,
+  sharpDecoder,
+} from './imageFolder.js';
 export { checkImageSet, type ImageSet, imageSize, takeImages } from './imageSet.js';
 export { type IterateBatchesOptions, iterateBatches } from './iterate.js';
 export {
