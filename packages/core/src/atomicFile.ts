@@ -9,20 +9,25 @@ import { basename, dirname, join } from 'node:path';
 
 /**
  * Writes `data` to `path` atomically (see module docs). On failure the temporary file is
- * removed and `path` is left as it was.
+ * removed and `path` is left as it was. `data` may be several chunks, written one after another,
+ * so a large file need not be assembled in memory first.
  *
  * @example
  * ```ts
  * await writeFileAtomic('runs/a/summary.json', JSON.stringify(summary));
  * ```
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array | readonly Uint8Array[],
+): Promise<void> {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     const handle = await open(tmp, 'w');
     try {
-      await handle.writeFile(data);
+      if (Array.isArray(data)) for (const chunk of data) await handle.write(chunk);
+      else await handle.writeFile(data as string | Uint8Array);
       await handle.sync();
     } finally {
       await handle.close();

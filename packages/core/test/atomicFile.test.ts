@@ -21,6 +21,13 @@ describe('writeFileAtomic', () => {
     expect(await readdir(dir)).toEqual(['summary.json']);
   });
 
+  it('writes several chunks one after another, without joining them first', async () => {
+    const path = join(dir, 'cache.bin');
+    await writeFileAtomic(path, [Uint8Array.of(1, 2), Uint8Array.of(), Uint8Array.of(3)]);
+    expect([...(await readFile(path))]).toEqual([1, 2, 3]);
+    expect(await readdir(dir)).toEqual(['cache.bin']);
+  });
+
   it('leaves the old file intact and cleans up when the write fails', async () => {
     const path = join(dir, 'summary.json');
     await writeFile(path, 'old');

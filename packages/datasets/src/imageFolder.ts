@@ -10,10 +10,11 @@
  *
  * sharp is imported on first use, so `@shardline/datasets` loads without it being touched.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { basename, join, relative, resolve, sep } from 'node:path';
+import { writeFileAtomic } from '@shardline/core/atomicFile';
 import { formatCount, ShardlineError, toShardlineError } from '@shardline/core/errors';
 import { type Logger, silentLogger } from '@shardline/core/logger';
 import type { ImageSet } from './imageSet.js';
@@ -757,40 +758,7 @@ async function writeCacheFile(
   const hash = createHash('sha256');
   for (const c of chunks) hash.update(c);
   chunks.push(hash.digest());
-  // core's writeFileAtomic lives in @shardline/core's main entry, which loads TensorFlow.js;
-  // this package's entry must not, so the same temp + fsync + rename steps are done here.
-  const tmp = join(
-    resolve(path, '..'),
-    `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
-  );
-  try {
-    const handle = await open(tmp, 'w');
-    try {
-      for (const c of chunks) await handle.write(c);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, path);
-  } catch (error) {
-    await rm(tmp, { force: true });
-    throw error;
-  }
-  await syncDir(resolve(path, '..'));
-}
-
-/** Makes the rename durable; best effort, as not every platform can fsync a folder. */
-async function syncDir(dir: string): Promise<void> {
-  try {
-    const handle = await open(dir, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    // Windows and some network file systems cannot; the file itself is complete.
-  }
+  await writeFileAtomic(path, chunks);
 }
 
 async function readCacheFile(
