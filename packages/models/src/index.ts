@@ -48,6 +48,17 @@ export {
 } from './io.js';
 export { type MlpHyperparameters, mlpSpec } from './mlp.js';
 export {
+  checkModelFitsData,
+  type DataShape,
+  type HyperparameterInput,
+  type LoadedModelFile,
+  type LoadedPlugin,
+  type LoadModelFileOptions,
+  loadModelFile,
+  loadPlugin,
+  type ModelSpecModuleExport,
+} from './modelFiles.js';
+export {
   type AnyModelOptions,
   type BuiltinModels,
   builtinModelNames,

@@ -63,17 +63,33 @@ export function maxPool2(ctx: ModelBuildContext): tf.layers.Layer {
   return tf.layers.maxPooling2d({ name: ctx.layerName('max_pooling2d'), poolSize: 2, strides: 2 });
 }
 
-/** Checks that an image shape survives `pools` 2x2 poolings: says what to do when not. */
+/**
+ * Checks that an image shape survives `pools` 2x2 poolings (named `max_pooling2d_1` ...
+ * `max_pooling2d_<pools>`, as the built-ins name them): says which pooling would shrink which
+ * side below 1, and what to do, instead of letting tfjs fail inside the build.
+ */
 export function checkImageShape(inputShape: readonly number[], pools: number): string | undefined {
   const [height = 0, width = 0] = inputShape;
   const min = 2 ** pools;
-  if (height < min || width < min) {
-    return (
-      `inputShape must be at least ${min}x${min} (height x width) to survive ${pools} 2x2 poolings; ` +
-      `found ${height}x${width}. Resize the images or use a model with fewer poolings.`
-    );
+  if (height >= min && width >= min) return undefined;
+  // The first pooling whose input side is below 2: a 2x2 window with stride 2 leaves 0 rows.
+  const sides: string[] = [];
+  let layer = pools;
+  for (const [side, size] of [
+    ['height', height],
+    ['width', width],
+  ] as const) {
+    if (size >= min) continue;
+    const k = Math.max(1, Math.floor(Math.log2(Math.max(size, 1))) + 1);
+    const before = Math.floor(size / 2 ** (k - 1));
+    layer = Math.min(layer, k);
+    sides.push(`the ${side} from ${before} to 0 at max_pooling2d_${k}`);
   }
-  return undefined;
+  return (
+    `inputShape must be at least ${min}x${min} (height x width) to survive ${pools} 2x2 poolings; ` +
+    `found ${height}x${width}: the poolings would shrink ${sides.join(' and ')}, leaving max_pooling2d_${layer} ` +
+    'an empty output. Resize the images (--image-size) or use a model with fewer poolings.'
+  );
 }
 
 /** `Flatten`. */
