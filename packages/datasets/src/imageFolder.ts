@@ -20,10 +20,10 @@ import { type Logger, silentLogger } from '@shardline/core/logger';
 import type { ImageSet } from './imageSet.js';
 import { userCacheDir } from './locations.js';
 import {
-  createProgressReporter,
   type ProgressCallback,
   type ProgressMode,
   type ProgressStream,
+  progressCallback,
 } from './progress.js';
 import { createRng } from './random.js';
 
@@ -624,13 +624,7 @@ async function decodeAll(
   const channels = colorMode === 'grayscale' ? 1 : 3;
 
   const totalBytes = files.reduce((sum, f, i) => sum + (probes[i] ? f.size : 0), 0);
-  const onProgress =
-    options.onProgress ??
-    createProgressReporter({
-      logger,
-      mode: options.progress ?? 'auto',
-      ...(options.progressStream ? { stream: options.progressStream } : {}),
-    });
+  const onProgress = progressCallback(options, logger);
   const label = `${basename(root)} (decoding images)`;
   let doneBytes = 0;
 

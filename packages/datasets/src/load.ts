@@ -28,10 +28,10 @@ import {
   userCacheDir,
 } from './locations.js';
 import {
-  createProgressReporter,
   type ProgressCallback,
   type ProgressMode,
   type ProgressStream,
+  progressCallback,
 } from './progress.js';
 
 /** Options for {@link loadDataset}. */
@@ -172,13 +172,7 @@ export async function loadDataset(
     );
   }
   const downloaded = new Map<string, Decoded>();
-  const onProgress =
-    options.onProgress ??
-    createProgressReporter({
-      logger,
-      mode: options.progress ?? 'auto',
-      ...(options.progressStream ? { stream: options.progressStream } : {}),
-    });
+  const onProgress = progressCallback(options, logger);
   for (const missing of cache.missing) {
     const { file, split, role } = missing;
     try {

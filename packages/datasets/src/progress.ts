@@ -132,3 +132,22 @@ function lineReporter(logger: Logger, now: () => number): ProgressCallback {
 function megabytes(bytes: number): string {
   return (bytes / 1e6).toFixed(1);
 }
+
+/** The progress options a loader takes: a callback, or the default reporter's mode and stream. */
+export interface ProgressOptions {
+  onProgress?: ProgressCallback;
+  progress?: ProgressMode;
+  progressStream?: ProgressStream;
+}
+
+/** `options.onProgress`, or the default reporter built from `options.progress` and `progressStream`. */
+export function progressCallback(options: ProgressOptions, logger: Logger): ProgressCallback {
+  return (
+    options.onProgress ??
+    createProgressReporter({
+      logger,
+      mode: options.progress ?? 'auto',
+      ...(options.progressStream ? { stream: options.progressStream } : {}),
+    })
+  );
+}

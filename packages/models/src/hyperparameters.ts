@@ -188,3 +188,18 @@ export function checkHyperparameterSpec(
     fail(`its default ${showValue(spec.default)} is not ${describeHyperparameter(spec)}`);
   }
 }
+
+/**
+ * A model-building `seed` option, checked: a non-negative safe integer, or undefined for a random
+ * seed. Throws INVALID_ARGUMENT saying what to pass otherwise.
+ */
+export function checkSeed(seed: unknown): number | undefined {
+  if (seed === undefined) return undefined;
+  if (typeof seed === 'number' && Number.isSafeInteger(seed) && seed >= 0) return seed;
+  throw new ShardlineError(
+    'INVALID_ARGUMENT',
+    `Option "seed" must be a non-negative integer (up to 2^53 - 1); found ${showValue(seed)}. ` +
+      'Pass an integer such as 42, or leave it out for a random seed.',
+    { details: { option: 'seed' } },
+  );
+}

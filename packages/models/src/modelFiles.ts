@@ -11,7 +11,12 @@ import { pathToFileURL } from 'node:url';
 import { isShardlineError, type Logger, ShardlineError, silentLogger } from '@shardline/core';
 import * as tf from '@tensorflow/tfjs';
 import { deriveSeed, randomSeed } from './buildContext.js';
-import { type HyperparameterSpec, type HyperparameterValue, showValue } from './hyperparameters.js';
+import {
+  checkSeed,
+  type HyperparameterSpec,
+  type HyperparameterValue,
+  showValue,
+} from './hyperparameters.js';
 import { LAYERS_MODEL_FORMAT, loadModel, MODEL_JSON_FILE } from './io.js';
 import { createModelRegistry, getModelProvenance, type ModelSpec } from './registry.js';
 
@@ -109,16 +114,6 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 
 function invalid(message: string, details: Record<string, unknown> = {}): ShardlineError {
   return new ShardlineError('INVALID_ARGUMENT', message, { details });
-}
-
-function checkSeed(seed: unknown): number | undefined {
-  if (seed === undefined) return undefined;
-  if (typeof seed === 'number' && Number.isSafeInteger(seed) && seed >= 0) return seed;
-  throw invalid(
-    `Option "seed" must be a non-negative integer (up to 2^53 - 1); found ${showValue(seed)}. ` +
-      'Pass an integer such as 42, or leave it out for a random seed.',
-    { option: 'seed' },
-  );
 }
 
 async function readSource(path: string, what: string): Promise<Buffer> {

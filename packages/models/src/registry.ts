@@ -9,6 +9,7 @@ import { createBuildContext, type ModelBuildContext, randomSeed } from './buildC
 import { type FastCnnHyperparameters, fastCnnSpec } from './fastCnn.js';
 import {
   checkHyperparameterSpec,
+  checkSeed,
   type HyperparameterSpecs,
   type Hyperparameters,
   type HyperparameterValue,
@@ -202,16 +203,6 @@ function freezeSpec(spec: StoredSpec): StoredSpec {
       ? {}
       : { validate: (params: Hyperparameters) => validate.call(spec, params) }),
   }) as StoredSpec;
-}
-
-function checkSeed(seed: unknown): number | undefined {
-  if (seed === undefined) return undefined;
-  if (typeof seed === 'number' && Number.isSafeInteger(seed) && seed >= 0) return seed;
-  throw invalid(
-    `Option "seed" must be a non-negative integer (up to 2^53 - 1); found ${showValue(seed)}. ` +
-      'Pass an integer such as 42, or leave it out for a random seed.',
-    { option: 'seed' },
-  );
 }
 
 /**
