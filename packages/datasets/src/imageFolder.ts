@@ -19,12 +19,7 @@ import { formatCount, ShardlineError, toShardlineError } from '@shardline/core/e
 import { type Logger, silentLogger } from '@shardline/core/logger';
 import type { ImageSet } from './imageSet.js';
 import { userCacheDir } from './locations.js';
-import {
-  type ProgressCallback,
-  type ProgressMode,
-  type ProgressStream,
-  progressCallback,
-} from './progress.js';
+import { type ProgressOptions, progressCallback } from './progress.js';
 import { createRng } from './random.js';
 
 /** `grayscale`: one channel. `rgb`: three channels, alpha dropped. */
@@ -52,7 +47,7 @@ export interface ImageDecoder {
 }
 
 /** Options for {@link loadImageFolder}. */
-export interface ImageFolderOptions {
+export interface ImageFolderOptions extends ProgressOptions {
   /**
    * Size every image is resized to (sharp, `fit: 'fill'`: stretched, aspect ratio not kept, as
    * Keras does by default). Default: the images' own size when all agree, else an error.
@@ -87,15 +82,6 @@ export interface ImageFolderOptions {
   decoder?: ImageDecoder;
   /** Where the skipped-files warning and "loaded" lines go. Default: nowhere. */
   logger?: Logger;
-  /**
-   * Receives decoding progress (bytes of image files decoded so far); replaces the default
-   * reporter. Nothing is reported when the cache is used.
-   */
-  onProgress?: ProgressCallback;
-  /** The default reporter's mode when `onProgress` is absent. Default `auto`. */
-  progress?: ProgressMode;
-  /** Where the default reporter draws its bar. Default process.stderr. */
-  progressStream?: ProgressStream;
 }
 
 /** One file that was left out, and why. */

@@ -87,6 +87,7 @@ export {
   type DownloadProgress,
   type ProgressCallback,
   type ProgressMode,
+  type ProgressOptions,
   type ProgressReporterOptions,
   type ProgressStream,
 } from './progress.js';

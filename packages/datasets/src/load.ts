@@ -27,15 +27,10 @@ import {
   searchLocations,
   userCacheDir,
 } from './locations.js';
-import {
-  type ProgressCallback,
-  type ProgressMode,
-  type ProgressStream,
-  progressCallback,
-} from './progress.js';
+import { type ProgressOptions, progressCallback } from './progress.js';
 
 /** Options for {@link loadDataset}. */
-export interface LoadDatasetOptions extends LocationOptions {
+export interface LoadDatasetOptions extends LocationOptions, ProgressOptions {
   /** Keep only the first N training images (quick runs). Default: all. */
   limitTrain?: number;
   /** Keep only the first N test images. Default: all. */
@@ -53,12 +48,6 @@ export interface LoadDatasetOptions extends LocationOptions {
   fetch?: FetchLike;
   /** Cancels a download in progress (`CANCELLED`). */
   signal?: AbortSignal;
-  /** Receives download progress; replaces the default reporter. */
-  onProgress?: ProgressCallback;
-  /** The default reporter's mode when `onProgress` is absent. Default `auto`. */
-  progress?: ProgressMode;
-  /** Where the default reporter draws its bar. Default process.stderr. */
-  progressStream?: ProgressStream;
 }
 
 /** Where a loaded dataset came from. */

@@ -135,8 +135,11 @@ function megabytes(bytes: number): string {
 
 /** The progress options a loader takes: a callback, or the default reporter's mode and stream. */
 export interface ProgressOptions {
+  /** Receives progress (bytes downloaded or decoded so far); replaces the default reporter. */
   onProgress?: ProgressCallback;
+  /** The default reporter's mode when `onProgress` is absent. Default `auto`. */
   progress?: ProgressMode;
+  /** Where the default reporter draws its bar. Default process.stderr. */
   progressStream?: ProgressStream;
 }
 

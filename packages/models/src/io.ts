@@ -1,11 +1,3 @@
-/**
- * Save and load models as files in the TensorFlow.js layers format: a directory with
- * `model.json` (topology, weights manifest, metadata) and `weights.bin` (all weights, raw
- * little-endian, in manifest order). This is what tfjs-node's `file://` handler writes and what
- * `tf.loadLayersModel` reads, implemented on plain @tensorflow/tfjs so it works on every backend
- * (tfjs-node, and with it `file://`, is an optional dependency that may not be installed).
- */
-import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import {
@@ -18,6 +10,7 @@ import {
 } from '@shardline/core';
 import * as tf from '@tensorflow/tfjs';
 import { writeFilesAtomically } from './atomicWrite.js';
+import { isPlainObject, sha256, withoutPeriod } from './internal.js';
 
 /** Name of the topology and manifest file. */
 export const MODEL_JSON_FILE = 'model.json';
@@ -91,13 +84,6 @@ export interface LoadModelOptions extends FileLoadHandlerOptions {
    * `tf.loadLayersModel` does. Default true.
    */
   strict?: boolean;
-}
-
-const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-const withoutPeriod = (message: string): string => message.replace(/\.$/, '');
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 async function writeArtifacts(

@@ -1,10 +1,3 @@
-/**
- * Models from files: a TensorFlow.js layers `model.json` (with weights, to fine-tune; without,
- * built from its topology with seeded initialisers), or an ES module whose default export is a
- * model spec as {@link registerModel} takes it. Plus the checks a model must pass against a
- * dataset before any training step, and plugins that register custom layer classes.
- */
-import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -17,6 +10,7 @@ import {
   type HyperparameterValue,
   showValue,
 } from './hyperparameters.js';
+import { invalid, isPlainObject, sha256, withoutPeriod } from './internal.js';
 import { LAYERS_MODEL_FORMAT, loadModel, MODEL_JSON_FILE } from './io.js';
 import { createModelRegistry, getModelProvenance, type ModelSpec } from './registry.js';
 
@@ -104,17 +98,6 @@ const SEEDED_INITIALIZERS = new Set([
 ]);
 
 const MODULE_EXTENSIONS = new Set(['.mjs', '.js']);
-
-const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-const withoutPeriod = (message: string): string => message.replace(/\.$/, '');
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function invalid(message: string, details: Record<string, unknown> = {}): ShardlineError {
-  return new ShardlineError('INVALID_ARGUMENT', message, { details });
-}
 
 async function readSource(path: string, what: string): Promise<Buffer> {
   try {

@@ -16,6 +16,7 @@ import {
   resolveHyperparameters,
   showValue,
 } from './hyperparameters.js';
+import { invalid } from './internal.js';
 import { type MlpHyperparameters, mlpSpec } from './mlp.js';
 import { type SeedCnnHyperparameters, seedCnnSpec } from './seedCnn.js';
 
@@ -139,10 +140,6 @@ const RESERVED_OPTIONS = ['seed', 'logger'] as const;
 // Registry specs are stored with their hyperparameter type erased; createModel validates values
 // against the declarations before build sees them, which is what makes this sound.
 type StoredSpec = ModelSpec<Hyperparameters, tf.LayersModel>;
-
-function invalid(message: string, details: Record<string, unknown> = {}): ShardlineError {
-  return new ShardlineError('INVALID_ARGUMENT', message, { details });
-}
 
 function checkSpec(spec: ModelSpec<Hyperparameters, tf.LayersModel>): void {
   if (typeof spec !== 'object' || spec === null) {
