@@ -9,6 +9,12 @@
  *
  *     command-line flags  >  environment variables  >  the config file  >  built-in defaults
  *
+ * A setting has one value of type `string`, `number` or `boolean`, or is a `list` of strings
+ * (`readonly string[]`), such as a repeatable `--plugin <module>`: each `--plugin` on the command
+ * line adds an item, the environment variable holds a JSON array of strings (or one item), the
+ * config file a JSON array. Precedence takes whole lists: flags replace the environment's list,
+ * which replaces the file's. A list's `parse` checks and converts one item.
+ *
  * Names follow one rule, so deployment files can be checked against a CLI's `--help`: the
  * environment variable is `SHARDLINE_` + the flag's name in upper snake case (`--data-dir` ->
  * `SHARDLINE_DATA_DIR`, `--no-download` -> `SHARDLINE_NO_DOWNLOAD`), and the config-file key is
@@ -30,28 +36,45 @@
  *   settings: [
  *     setting({ flag: '--name', argument: '<name>', description: 'a name', type: 'string',
  *               defaultValue: () => 'anonymous', parse: nonEmpty('a name') }),
+ *     setting({ flag: '--tag', argument: '<tag>', description: 'a tag', type: 'list',
+ *               parse: nonEmpty('a tag') }),
  *   ],
  * });
  * const { settings } = resolveSettings(model, { flags: {}, env: process.env });
  * settings.name; // string, from SHARDLINE_NAME, "name" in SHARDLINE_CONFIG's file, or 'anonymous'
+ * settings.tag; // readonly string[] | undefined, from --tag a --tag b, SHARDLINE_TAG='["a","b"]', "tag": ["a", "b"]
  * ```
  */
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isShardlineError, ShardlineError } from './errors.js';
 
-/** A setting's value: what a flag, a variable or a JSON config file can give. */
-export type SettingValue = string | number | boolean;
+/**
+ * A setting's value: what a flag, a variable or a JSON config file can give. A `list` setting's
+ * value is an array of strings, one per repeated flag or JSON array item.
+ */
+export type SettingValue = string | number | boolean | readonly string[];
 
-/** The JSON type a setting takes in the config file. */
-export type SettingType = 'string' | 'number' | 'boolean';
+/**
+ * The JSON type a setting takes in the config file; `list` is an array of strings (one item per
+ * repeated flag on the command line).
+ */
+export type SettingType = 'string' | 'number' | 'boolean' | 'list';
 
 /** The {@link SettingType} of values of type `V`. */
-export type SettingTypeOf<V extends SettingValue> = V extends boolean
-  ? 'boolean'
-  : V extends number
-    ? 'number'
-    : 'string';
+export type SettingTypeOf<V extends SettingValue> = V extends readonly string[]
+  ? 'list'
+  : V extends boolean
+    ? 'boolean'
+    : V extends number
+      ? 'number'
+      : 'string';
+
+/**
+ * What a setting's parser returns for values of type `V`: the value itself, or for a list one
+ * item (`ItemOf<readonly string[]>` is `string`).
+ */
+export type ItemOf<V extends SettingValue> = V extends readonly (infer Item)[] ? Item : V;
 
 type CamelCase<S extends string> = S extends `${infer Head}-${infer Tail}`
   ? `${Head}${Capitalize<CamelCase<Tail>>}`
@@ -76,11 +99,14 @@ export interface SettingSpec<
   /** The flag's argument for help, such as `<dir>`; absent for switches. */
   readonly argument?: string;
   readonly description: string;
-  /** Its JSON type in the config file. */
-  readonly type: SettingType;
-  /** The allowed values, for settings that take one of a list (shown in help). */
+  /** Its JSON type in the config file; `list` for a repeatable flag with an array of strings. */
+  readonly type: SettingTypeOf<Value>;
+  /** The allowed values (of each item, for a list), for settings that take one of a list (shown in help). */
   readonly choices?: readonly string[];
-  /** A file or folder: relative values in the config file resolve against the file's folder. */
+  /**
+   * A file or folder (each item, for a list): relative values in the config file resolve against
+   * the file's folder.
+   */
   readonly path?: boolean;
   /** Never printed: --print-config and logs show `<redacted>`. */
   readonly secret?: boolean;
@@ -90,12 +116,16 @@ export interface SettingSpec<
   readonly defaultDescription?: string;
   /**
    * Checks and converts a text value (a flag's argument, an environment variable, or a config
-   * file's string or number). Throws an {@link Expectation} saying what a valid value looks like.
+   * file's string or number); for a list, one item. Throws an {@link Expectation} saying what a
+   * valid value (item) looks like.
    */
-  readonly parse: (text: string) => Value;
+  readonly parse: (text: string) => ItemOf<Value>;
 }
 
-/** What {@link setting} takes: a row without the names the rule derives from the flag. */
+/**
+ * What {@link setting} takes for a string, number or boolean setting: a row without the names the
+ * rule derives from the flag. A list takes a {@link ListSettingInit}.
+ */
 export interface SettingInit<Flag extends `--${string}`, Value extends SettingValue> {
   readonly flag: Flag;
   readonly argument?: string;
@@ -106,6 +136,26 @@ export interface SettingInit<Flag extends `--${string}`, Value extends SettingVa
   readonly secret?: boolean;
   readonly defaultDescription?: string;
   readonly parse: (text: string) => Value;
+}
+
+/**
+ * What {@link setting} takes for a `list` setting: a repeatable flag whose value is a
+ * `readonly string[]` of what `parse` returns, one per item. It needs an `argument`.
+ */
+export interface ListSettingInit<Flag extends `--${string}`> {
+  readonly flag: Flag;
+  /** The argument of one occurrence of the flag, such as `<name=value>`. */
+  readonly argument: string;
+  readonly description: string;
+  readonly type: 'list';
+  /** The allowed values of each item, shown in help. */
+  readonly choices?: readonly string[];
+  /** Each item is a file or folder: relative items in the config file resolve against its folder. */
+  readonly path?: boolean;
+  readonly secret?: boolean;
+  readonly defaultDescription?: string;
+  /** Checks and converts one item's text. */
+  readonly parse: (text: string) => string;
 }
 
 /** A setting with a default: always present in the resolved settings. */
@@ -125,20 +175,34 @@ export type OptionalSetting<Key extends string, Value extends SettingValue> = Se
  * (`SHARDLINE_DATA_DIR`) follow from the flag; the value's type follows from `parse`, and a
  * setting with a `defaultValue` is always present in the resolved settings.
  *
+ * A `list` setting (`type: 'list'`) is a repeatable flag; its value is a `readonly string[]` and
+ * its `parse` checks one item.
+ *
  * @example
  * ```ts
  * setting({ flag: '--epochs', argument: '<n>', description: 'passes over the training set',
  *           type: 'number', defaultValue: () => 30, parse: positiveInt });
+ * setting({ flag: '--plugin', argument: '<module>', description: 'a plugin to load',
+ *           type: 'list', path: true, defaultValue: () => [], parse: nonEmpty('a module') });
  * ```
  */
-export function setting<const Flag extends `--${string}`, Value extends SettingValue>(
+export function setting<const Flag extends `--${string}`, Value extends string | number | boolean>(
   init: SettingInit<Flag, Value> & { readonly defaultValue: () => NoInfer<Value> },
 ): DefaultedSetting<ConfigKeyOf<Flag>, Value>;
-export function setting<const Flag extends `--${string}`, Value extends SettingValue>(
+export function setting<const Flag extends `--${string}`, Value extends string | number | boolean>(
   init: SettingInit<Flag, Value> & { readonly defaultValue?: undefined },
 ): OptionalSetting<ConfigKeyOf<Flag>, Value>;
+// The list overloads come last: TypeScript types a default such as `() => 'red'` under the first
+// overload it tries, and a list's contextual type there would widen it to `string`.
+export function setting<const Flag extends `--${string}`>(
+  init: ListSettingInit<Flag> & { readonly defaultValue: () => readonly string[] },
+): DefaultedSetting<ConfigKeyOf<Flag>, readonly string[]>;
+export function setting<const Flag extends `--${string}`>(
+  init: ListSettingInit<Flag> & { readonly defaultValue?: undefined },
+): OptionalSetting<ConfigKeyOf<Flag>, readonly string[]>;
 export function setting(
-  init: SettingInit<`--${string}`, SettingValue> & {
+  init: Omit<SettingInit<`--${string}`, string | number | boolean>, 'type'> & {
+    readonly type: SettingType;
     readonly defaultValue?: (() => SettingValue) | undefined;
   },
 ): SettingSpec {
@@ -157,7 +221,11 @@ export type SettingTable = readonly SettingSpec[];
 /** The keys of a table's settings. */
 export type SettingKeyOf<Table extends SettingTable> = Table[number]['key'];
 
-type ValueOf<S> = S extends { readonly parse: (text: string) => infer V } ? V : never;
+type ValueOf<S> = S extends { readonly type: 'list' }
+  ? readonly string[]
+  : S extends { readonly parse: (text: string) => infer V }
+    ? V
+    : never;
 type HasDefault<S> = S extends { readonly defaultValue: () => SettingValue } ? true : false;
 type Flatten<T> = { [K in keyof T]: T[K] } & {};
 
@@ -227,6 +295,12 @@ export function defineSettings<const Table extends SettingTable>(model: {
       );
     }
     seen.add(spec.flag);
+    if (spec.type === 'list' && !spec.argument) {
+      throw new ShardlineError(
+        'INTERNAL',
+        `The ${model.subject} setting ${spec.flag} is a list without an argument: expected one such as <item>, which each repetition of the flag gives. Add an argument to the row.`,
+      );
+    }
   }
   return { ...model, fileForms: model.fileForms ?? [] };
 }
@@ -327,12 +401,16 @@ export function optionAttribute(spec: SettingSpec): string {
  * A setting's help text: its description, then in commander's format its choices, its default,
  * its environment variable and its config-file key, so `--help` documents every way to set it:
  * `compute backend (choices: "auto", "cpu", default: "auto", env: SHARDLINE_BACKEND, config: backend)`.
+ * A list's help starts with `repeatable`, and an empty default list is not shown.
  */
 export function optionHelp(spec: SettingSpec): string {
   const extra: string[] = [];
+  if (spec.type === 'list') extra.push('repeatable');
   if (spec.choices) extra.push(`choices: ${spec.choices.map((c) => JSON.stringify(c)).join(', ')}`);
-  if (spec.defaultValue && spec.type !== 'boolean') {
-    extra.push(`default: ${spec.defaultDescription ?? JSON.stringify(spec.defaultValue())}`);
+  const defaultValue = spec.defaultValue?.();
+  const emptyList = Array.isArray(defaultValue) && defaultValue.length === 0;
+  if (spec.defaultValue && spec.type !== 'boolean' && !emptyList) {
+    extra.push(`default: ${spec.defaultDescription ?? formatJson(defaultValue)}`);
   }
   extra.push(`env: ${spec.env}`, `config: ${spec.key}`);
   return `${spec.description} (${extra.join(', ')})`;
@@ -342,9 +420,10 @@ export function optionHelp(spec: SettingSpec): string {
 export const CONFIG_OPTION_HELP = `read settings from this JSON file; flags and environment variables override it (env: ${CONFIG_ENV})`;
 
 /**
- * Parses a flag's argument with the setting's parser. An invalid one throws an
- * {@link Expectation} whose message is a sentence ("Expected a whole number of at least 1."),
- * for the command-line parser to show after the flag and the value.
+ * Parses a flag's argument with the setting's parser (for a list, one occurrence's item: collect
+ * them into an array in order). An invalid one throws an {@link Expectation} whose message is a
+ * sentence ("Expected a whole number of at least 1."), for the command-line parser to show after
+ * the flag and the value.
  */
 export function parseFlag(spec: SettingSpec, text: string): SettingValue {
   try {
@@ -358,7 +437,8 @@ export function parseFlag(spec: SettingSpec, text: string): SettingValue {
 /**
  * The settings given on a command line, from what a parser stored for each flag: `read`
  * returns the parsed value, or `undefined` for a flag not given (not the parser's default).
- * A switch given as `--tls` is true; one given as `--no-download` makes `noDownload` true.
+ * A switch given as `--tls` is true; one given as `--no-download` makes `noDownload` true. A
+ * list is the array of its items in command-line order (a lone string is one item).
  */
 export function flagValues<Table extends SettingTable>(
   model: SettingsModel<Table>,
@@ -368,7 +448,18 @@ export function flagValues<Table extends SettingTable>(
   for (const spec of model.settings) {
     const value = read(spec);
     if (value === undefined) continue;
-    if (!spec.argument) {
+    if (spec.type === 'list') {
+      if (typeof value === 'string') {
+        flags[spec.key] = [value];
+      } else if (Array.isArray(value) && value.every((item) => typeof item === 'string')) {
+        flags[spec.key] = [...value];
+      } else {
+        throw new ShardlineError(
+          'INTERNAL',
+          `${spec.flag} was parsed into ${describeJson(value)}: expected an array of strings, one per occurrence. Declare the flag with parseFlag as its argument parser, collecting the items.`,
+        );
+      }
+    } else if (!spec.argument) {
       flags[spec.key] = true;
     } else if (typeof value === spec.type) {
       flags[spec.key] = value as SettingValue;
@@ -430,11 +521,22 @@ export function describeSource(source: SettingSource): string {
   }
 }
 
-/** A value as --print-config shows it: secrets as `<redacted>`, unset as `(not set)`. */
+/**
+ * A value as --print-config shows it: secrets as `<redacted>`, unset as `(not set)`, a list as a
+ * JSON array (`["dropout=0.3", "filters=32,64"]`, unambiguous when items hold commas).
+ */
 export function displayValue(spec: SettingSpec, value: unknown): string {
   if (value === undefined) return '(not set)';
   if (spec.secret) return '<redacted>';
+  if (Array.isArray(value)) return formatJson(value);
   return String(value);
+}
+
+/** JSON with a space after each array comma: `["a", "b"]`. */
+function formatJson(value: unknown): string {
+  return Array.isArray(value)
+    ? `[${value.map((item) => JSON.stringify(item)).join(', ')}]`
+    : JSON.stringify(value);
 }
 
 /** Where `key`'s value came from. */
@@ -500,6 +602,13 @@ function describeJson(value: unknown): string {
   if (typeof value === 'object') return 'an object';
   if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
   return `the ${typeof value} ${JSON.stringify(value)}`;
+}
+
+/** {@link describeJson}, but only the JSON type of a secret's value (`a number`). */
+function describeItem(spec: SettingSpec, value: unknown): string {
+  return spec.secret && value !== null && typeof value !== 'object'
+    ? `a ${typeof value}`
+    : describeJson(value);
 }
 
 /** Levenshtein distance, ignoring case: a misspelt key ("datadir", "tlsCA") is one or two edits away. */
@@ -574,6 +683,7 @@ function readJsonFile(model: SettingsModel<SettingTable>, path: string, namedBy:
 
 /** How a value of `spec` is written in JSON, for "Write it as ..." in messages. */
 function jsonExample(spec: SettingSpec): string {
+  if (spec.type === 'list') return `[${JSON.stringify(spec.choices?.[0] ?? '...')}]`;
   if (spec.type === 'boolean') return 'true';
   if (spec.type === 'number') return JSON.stringify(spec.defaultValue?.() ?? 1);
   return JSON.stringify(spec.choices?.[0] ?? '...');
@@ -586,6 +696,7 @@ function checkFileValue(
   path: string,
 ): SettingValue {
   const where = `The config file ${path}: "${key}"`;
+  if (spec.type === 'list') return checkFileList(spec, key, value, path);
   if (typeof value !== spec.type) {
     throw new ShardlineError(
       'INVALID_ARGUMENT',
@@ -607,10 +718,45 @@ function checkFileValue(
   }
 }
 
+/** A list in the config file: a JSON array of strings, or a lone string as one item. */
+function checkFileList(
+  spec: SettingSpec,
+  key: string,
+  value: unknown,
+  path: string,
+): readonly string[] {
+  const where = `The config file ${path}: "${key}"`;
+  const items = typeof value === 'string' ? [value] : value;
+  const bad = Array.isArray(items) ? items.findIndex((item) => typeof item !== 'string') : -1;
+  if (!Array.isArray(items) || bad >= 0) {
+    const found = Array.isArray(items)
+      ? `${describeItem(spec, items[bad])} as item ${bad + 1}`
+      : describeItem(spec, value);
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `${where} must be a JSON array of strings, found ${found}. Write it as "${key}": ${jsonExample(spec)}, or remove the key.`,
+    );
+  }
+  return (items as string[]).map((item, index) => {
+    try {
+      const checked = String(spec.parse(item));
+      return spec.path ? resolve(dirname(path), checked) : checked;
+    } catch (error) {
+      if (!isExpectation(error)) throw error;
+      const shown = spec.secret ? `an item of ${item.length} characters` : describeJson(item);
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        `${where} is invalid: ${error.message}, found ${shown} as item ${index + 1}. Fix it in the file, or remove the item.`,
+      );
+    }
+  });
+}
+
 /**
  * Reads and checks a config file: a JSON object whose keys are settings in camelCase. Unknown
  * keys, wrong JSON types and invalid values are refused with the file, the key, what was
- * expected, what was found and what to do. Relative paths resolve against the file's folder.
+ * expected, what was found and what to do. Relative paths resolve against the file's folder. A
+ * list is a JSON array of strings (a lone string is one item), each item checked and resolved.
  *
  * @param path absolute path of the file
  * @param namedBy how the file was named, for messages (`--config`, `SHARDLINE_CONFIG`)
@@ -673,6 +819,7 @@ function envValue(env: NodeJS.ProcessEnv, name: string): string | undefined {
 function envSetting(spec: SettingSpec, env: NodeJS.ProcessEnv): SettingValue | undefined {
   const raw = envValue(env, spec.env);
   if (raw === undefined) return undefined;
+  if (spec.type === 'list') return envList(spec, raw);
   try {
     return spec.parse(raw);
   } catch (error) {
@@ -683,6 +830,47 @@ function envSetting(spec: SettingSpec, env: NodeJS.ProcessEnv): SettingValue | u
       `The environment variable ${spec.env} is invalid: ${error.message}, found ${shown}. Fix or unset it (or override it with ${spec.flag}).`,
     );
   }
+}
+
+/**
+ * A list from its environment variable: a JSON array of strings when the value starts with `[`,
+ * else one item.
+ */
+function envList(spec: SettingSpec, raw: string): readonly string[] {
+  const refuse = (expected: string, found: string): never => {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `The environment variable ${spec.env} is invalid: ${expected}, found ${found}. Fix or unset it (or override it with ${spec.flag}).`,
+    );
+  };
+  const shown = (text: string) =>
+    spec.secret ? `a value of ${text.length} characters` : JSON.stringify(text);
+  const arrayExpected = `expected a JSON array of strings such as ${jsonExample(spec)}, or a single item not starting with "["`;
+  const json = raw.trimStart().startsWith('[');
+  let items: unknown[] = [raw];
+  if (json) {
+    try {
+      // Text starting with "[" that parses is an array.
+      items = JSON.parse(raw) as unknown[];
+    } catch (error) {
+      return refuse(
+        arrayExpected,
+        `${shown(raw)}, which is not valid JSON (${(error as Error).message})`,
+      );
+    }
+    const bad = items.findIndex((item) => typeof item !== 'string');
+    if (bad >= 0) {
+      return refuse(arrayExpected, `${describeItem(spec, items[bad])} as item ${bad + 1}`);
+    }
+  }
+  return (items as string[]).map((item, index) => {
+    try {
+      return String(spec.parse(item));
+    } catch (error) {
+      if (!isExpectation(error)) throw error;
+      return refuse(error.message, `${shown(item)}${json ? ` as item ${index + 1}` : ''}`);
+    }
+  });
 }
 
 function locateConfigFile(

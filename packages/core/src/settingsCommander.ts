@@ -50,7 +50,11 @@ export interface SettingOptionsStyle {
   commanderChoices?: boolean;
 }
 
-/** Declares each setting of `model` as an option of `command`, plus --config. */
+/**
+ * Declares each setting of `model` as an option of `command`, plus --config. A `list` setting's
+ * flag is repeatable: each occurrence adds one item, checked by the setting's parser (also when
+ * it has choices and `commanderChoices` is set).
+ */
 export function addSettingOptions(
   command: Command,
   model: SettingsModel<SettingTable>,
@@ -58,16 +62,24 @@ export function addSettingOptions(
 ): void {
   for (const spec of model.settings) {
     const option = new Option(optionFlags(spec), spec.description);
-    if (spec.choices && style.commanderChoices) {
+    const parse = (value: string) => {
+      try {
+        return parseFlag(spec, value);
+      } catch (error) {
+        throw isExpectation(error) ? new InvalidArgumentError(error.message) : error;
+      }
+    };
+    if (spec.type === 'list') {
+      // Repeatable: each occurrence adds its item (commander passes the items so far, or
+      // undefined the first time, as the option has no default).
+      option.argParser((value: string, previous: unknown) => [
+        ...(Array.isArray(previous) ? previous : []),
+        parse(value),
+      ]);
+    } else if (spec.choices && style.commanderChoices) {
       option.choices(spec.choices);
     } else if (spec.argument) {
-      option.argParser((value: string) => {
-        try {
-          return parseFlag(spec, value);
-        } catch (error) {
-          throw isExpectation(error) ? new InvalidArgumentError(error.message) : error;
-        }
-      });
+      option.argParser(parse);
     }
     specOfOption.set(option, spec);
     command.addOption(option);

@@ -13,6 +13,7 @@ import {
   CONFIG_ENV,
   configKeyFor,
   defineSettings,
+  displayValue,
   Expectation,
   envVariableFor,
   flagValues,
@@ -444,5 +445,249 @@ describe('--print-config', () => {
       count: '9 (flag --count)',
       secret: '<redacted> (env SHARDLINE_SECRET)',
     });
+  });
+});
+
+describe('list settings', () => {
+  function hyperparameter(text: string): string {
+    if (!/^\w+=.+$/.test(text)) throw new Expectation('expected name=value');
+    return text;
+  }
+
+  const LISTS = [
+    setting({
+      flag: '--hp',
+      argument: '<name=value>',
+      description: 'a hyperparameter',
+      type: 'list',
+      parse: hyperparameter,
+    }),
+    setting({
+      flag: '--plugin',
+      argument: '<module>',
+      description: 'a plugin to load',
+      type: 'list',
+      path: true,
+      defaultValue: () => [],
+      parse: nonEmpty('a module'),
+    }),
+    setting({
+      flag: '--metric',
+      argument: '<metric>',
+      description: 'a metric to report',
+      type: 'list',
+      choices: ['loss', 'accuracy'],
+      defaultValue: () => ['loss'],
+      parse: oneOf(['loss', 'accuracy'] as const),
+    }),
+    setting({
+      flag: '--key',
+      argument: '<key>',
+      description: 'a secret key',
+      type: 'list',
+      secret: true,
+      parse: hyperparameter,
+    }),
+    setting({
+      flag: '--colour',
+      argument: '<colour>',
+      description: 'one colour',
+      type: 'string',
+      defaultValue: () => 'red',
+      parse: oneOf(['red', 'green'] as const),
+    }),
+  ] as const;
+  const LIST_MODEL = defineSettings({ settings: LISTS, subject: 'test', example: '{"hp": []}' });
+
+  function resolveLists(input: Partial<SettingsInput<typeof LISTS>> = {}) {
+    return resolveSettings(LIST_MODEL, { flags: {}, env: {}, cwd: dir, ...input });
+  }
+
+  it('infers readonly string[]; a list without a default is absent, `() => []` is empty', () => {
+    expectTypeOf<SettingsOf<typeof LISTS>>().toEqualTypeOf<{
+      plugin: readonly string[];
+      metric: readonly string[];
+      colour: 'red' | 'green';
+      hp?: readonly string[];
+      key?: readonly string[];
+    }>();
+    const { settings } = resolveLists();
+    expect(settings).toEqual({ plugin: [], metric: ['loss'], colour: 'red' });
+    expect('hp' in settings).toBe(false);
+    const hp: readonly string[] | undefined = settings.hp;
+    expect(hp).toBeUndefined();
+    // Refused at compile time: a list's parse returning the array, a list without an argument,
+    // a list's default that is not an array, a string's default that is one.
+    const row = { argument: '<x>', description: 'x', parse: nonEmpty('x') } as const;
+    const arrayParse = { ...row, flag: '--a', type: 'list', parse: (t: string) => [t] } as const;
+    const noArgument = {
+      flag: '--b',
+      description: 'b',
+      type: 'list',
+      parse: nonEmpty('b'),
+    } as const;
+    const stringDefault = { ...row, flag: '--c', type: 'list', defaultValue: () => 'c' } as const;
+    const listDefault = { ...row, flag: '--d', type: 'string', defaultValue: () => ['d'] } as const;
+    const invalid = () => [
+      // @ts-expect-error parse of a list returns one item
+      setting(arrayParse),
+      // @ts-expect-error a list needs an argument
+      setting(noArgument),
+      // @ts-expect-error a list's default is an array
+      setting(stringDefault),
+      // @ts-expect-error a string's default is not an array
+      setting(listDefault),
+    ];
+    expect(invalid).toBeTypeOf('function');
+  });
+
+  it('refuses a list without an argument in the table', () => {
+    const { argument, ...row } = LISTS[0];
+    expect(argument).toBe('<name=value>');
+    expect(() => defineSettings({ settings: [row], subject: 'test', example: '{}' })).toThrow(
+      'The test setting --hp is a list without an argument: expected one such as <item>, which each repetition of the flag gives. Add an argument to the row.',
+    );
+  });
+
+  it('takes repeated flags in order, each item through the parser', () => {
+    expect(parseFlag(LISTS[0], 'dropout=0.3')).toBe('dropout=0.3');
+    expect(() => parseFlag(LISTS[0], 'dropout')).toThrow('Expected name=value.');
+    const stored: Record<string, unknown> = {
+      hp: ['dropout=0.3', 'filters=32,64'],
+      plugin: 'a.js',
+    };
+    const flags = flagValues(LIST_MODEL, (spec) => stored[optionAttribute(spec)]);
+    expect(flags).toEqual({ hp: ['dropout=0.3', 'filters=32,64'], plugin: ['a.js'] });
+    const { settings } = resolveLists({ flags });
+    expect(settings.hp).toEqual(['dropout=0.3', 'filters=32,64']);
+    expect(settings.plugin).toEqual(['a.js']);
+    expect(() => flagValues(LIST_MODEL, (spec) => (spec.key === 'hp' ? [1] : undefined))).toThrow(
+      /--hp was parsed into an array: expected an array of strings, one per occurrence/,
+    );
+  });
+
+  it('reads the environment as a JSON array of strings, or as one item', () => {
+    const fromJson = resolveLists({ env: { SHARDLINE_HP: '["a=1","b=2"]' } });
+    expect(fromJson.settings.hp).toEqual(['a=1', 'b=2']);
+    expect(sourceOf(fromJson, 'hp')).toEqual({ kind: 'env', variable: 'SHARDLINE_HP' });
+    expect(resolveLists({ env: { SHARDLINE_HP: ' ["a=1"]' } }).settings.hp).toEqual(['a=1']);
+    expect(resolveLists({ env: { SHARDLINE_HP: 'filters=32,64' } }).settings.hp).toEqual([
+      'filters=32,64',
+    ]);
+    expect(resolveLists({ env: { SHARDLINE_PLUGIN: '[]' } }).settings.plugin).toEqual([]);
+    // Environment paths stay as given, like single path settings.
+    expect(resolveLists({ env: { SHARDLINE_PLUGIN: 'p.js' } }).settings.plugin).toEqual(['p.js']);
+  });
+
+  it('refuses bad JSON, non-string items and invalid items from the environment', () => {
+    const refuse = (value: string) =>
+      caught(() => resolveLists({ env: { SHARDLINE_HP: value } })).message;
+    expect(refuse('["a=1",')).toMatch(
+      /^The environment variable SHARDLINE_HP is invalid: expected a JSON array of strings such as \["\.\.\."\], or a single item not starting with "\[", found "\[\\"a=1\\",", which is not valid JSON \(.+\)\. Fix or unset it \(or override it with --hp\)\.$/,
+    );
+    expect(refuse('["a=1", 2]')).toBe(
+      'The environment variable SHARDLINE_HP is invalid: expected a JSON array of strings such as ["..."], or a single item not starting with "[", found the number 2 as item 2. Fix or unset it (or override it with --hp).',
+    );
+    expect(refuse('["a=1", "b"]')).toBe(
+      'The environment variable SHARDLINE_HP is invalid: expected name=value, found "b" as item 2. Fix or unset it (or override it with --hp).',
+    );
+    expect(refuse('dropout')).toBe(
+      'The environment variable SHARDLINE_HP is invalid: expected name=value, found "dropout". Fix or unset it (or override it with --hp).',
+    );
+    expect(
+      caught(() => resolveLists({ env: { SHARDLINE_METRIC: '["loss","f1"]' } })).message,
+    ).toMatch(/SHARDLINE_METRIC is invalid: expected one of loss, accuracy, found "f1" as item 2/);
+    const secret = caught(() => resolveLists({ env: { SHARDLINE_KEY: '["a=1","hunter2"]' } }));
+    expect(secret.message).toContain('found a value of 7 characters as item 2');
+    expect(secret.message).not.toContain('hunter2');
+  });
+
+  it('reads the config file’s JSON array (or lone string); relative path items resolve against its folder', () => {
+    const sub = join(dir, 'lists');
+    mkdirSync(sub, { recursive: true });
+    const config = join(sub, 'settings.json');
+    writeFileSync(
+      config,
+      JSON.stringify({ hp: ['a=1', 'b=2'], plugin: ['rel/p.js', '/abs/q.js'], metric: 'accuracy' }),
+    );
+    const { settings } = resolveLists({ configFlag: config });
+    expect(settings).toEqual({
+      hp: ['a=1', 'b=2'],
+      plugin: [join(sub, 'rel/p.js'), '/abs/q.js'],
+      metric: ['accuracy'],
+      colour: 'red',
+    });
+  });
+
+  it('refuses wrong JSON types and invalid items in the config file, naming the key and the item', () => {
+    const refuse = (content: string) =>
+      caught(() => resolveLists({ configFlag: file(content) })).message;
+    expect(refuse('{"hp": 3}')).toMatch(
+      /: "hp" must be a JSON array of strings, found the number 3\. Write it as "hp": \["\.\.\."\], or remove the key\.$/,
+    );
+    expect(refuse('{"metric": ["loss", null]}')).toMatch(
+      /: "metric" must be a JSON array of strings, found null as item 2\. Write it as "metric": \["loss"\], or remove the key\.$/,
+    );
+    expect(refuse('{"hp": ["a=1", "oops"]}')).toMatch(
+      /: "hp" is invalid: expected name=value, found the string "oops" as item 2\. Fix it in the file, or remove the item\.$/,
+    );
+    expect(refuse('{"key": ["a=1", "hunter2"]}')).toMatch(
+      /"key" is invalid: expected name=value, found an item of 7 characters as item 2/,
+    );
+    expect(refuse('{"key": [42]}')).toMatch(
+      /"key" must be a JSON array of strings, found a number as item 1/,
+    );
+  });
+
+  it('takes the whole list from the highest source that gives it', () => {
+    const config = file(JSON.stringify({ hp: ['file=1', 'file=2'], metric: ['accuracy'] }));
+    const env = { SHARDLINE_HP: '["env=1"]', SHARDLINE_METRIC: '[]' };
+    const all = resolveLists({ flags: { hp: ['flag=1'] }, env, configFlag: config });
+    expect(all.settings.hp).toEqual(['flag=1']);
+    expect(sourceOf(all, 'hp')).toEqual({ kind: 'flag', flag: '--hp' });
+    // An empty list from a higher source replaces the lower one's.
+    expect(all.settings.metric).toEqual([]);
+    expect(sourceOf(all, 'metric')).toEqual({ kind: 'env', variable: 'SHARDLINE_METRIC' });
+    const noFlags = resolveLists({ env, configFlag: config });
+    expect(noFlags.settings.hp).toEqual(['env=1']);
+    const fileOnly = resolveLists({ configFlag: config });
+    expect(fileOnly.settings.hp).toEqual(['file=1', 'file=2']);
+    expect(fileOnly.settings.metric).toEqual(['accuracy']);
+  });
+
+  it('says in help that the flag is repeatable; --print-config and logs show lists as JSON, secrets redacted', () => {
+    expect(optionHelp(LISTS[0])).toBe(
+      'a hyperparameter (repeatable, env: SHARDLINE_HP, config: hp)',
+    );
+    expect(optionHelp(LISTS[1])).toBe(
+      'a plugin to load (repeatable, env: SHARDLINE_PLUGIN, config: plugin)',
+    );
+    expect(optionHelp(LISTS[2])).toBe(
+      'a metric to report (repeatable, choices: "loss", "accuracy", default: ["loss"], env: SHARDLINE_METRIC, config: metric)',
+    );
+    const resolved = resolveLists({
+      flags: { hp: ['dropout=0.3', 'filters=32,64'] },
+      env: { SHARDLINE_KEY: '["secret=do-not-print"]' },
+    });
+    const text = formatSettings(LIST_MODEL, resolved);
+    expect(text).not.toContain('do-not-print');
+    const rows = text
+      .trim()
+      .split('\n')
+      .map((line) => line.split(/ {2,}/));
+    expect(rows).toEqual([
+      ['setting', 'value', 'source'],
+      ['config', '(none)', 'not set'],
+      ['hp', '["dropout=0.3", "filters=32,64"]', 'flag --hp'],
+      ['plugin', '[]', 'default'],
+      ['metric', '["loss"]', 'default'],
+      ['key', '<redacted>', 'env SHARDLINE_KEY'],
+      ['colour', 'red', 'default'],
+    ]);
+    expect(settingsLogFields(LIST_MODEL, resolved)).toMatchObject({
+      hp: '["dropout=0.3", "filters=32,64"] (flag --hp)',
+      key: '<redacted> (env SHARDLINE_KEY)',
+    });
+    expect(displayValue(LISTS[0], ['a=1', 'b=2'])).toBe('["a=1", "b=2"]');
   });
 });
