@@ -32,6 +32,7 @@ import { checkHealthListen } from './distributed/healthListen.js';
 import type { ServerSecurityFlags } from './distributed/security.js';
 import { type DistributedSettings, trainDistributed } from './distributed/trainDistributed.js';
 import { trainInProcess } from './inProcess.js';
+import { addEvaluateCommand, addPredictCommand } from './inspectCommands.js';
 import { createJsonReporter, createTextReporter, type ReporterStreams } from './reporter.js';
 import {
   type TRAIN_SETTINGS,
@@ -91,6 +92,8 @@ export function buildProgram(
     })
     .exitOverride();
   addTrainCommand(program, streams, context, onTrain);
+  addEvaluateCommand(program, streams, context);
+  addPredictCommand(program, streams, context);
   return program;
 }
 
