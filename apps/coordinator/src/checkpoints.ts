@@ -206,7 +206,12 @@ export async function readLatestCheckpoint(out: string): Promise<LoadedCheckpoin
 /** Settings that must not change across a resume: they decide the samples and the maths. */
 const PINNED: Array<keyof TrainConfig> = [
   'model',
+  'hyperparameters',
   'dataset',
+  'imageSize',
+  'colorMode',
+  'validationSplit',
+  'classNames',
   'epochs',
   'batchSize',
   'learningRate',

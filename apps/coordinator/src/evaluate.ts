@@ -32,7 +32,7 @@ import {
 } from '@shardline/datasets';
 import { type ClassificationReport, createClassificationAccumulator } from '@shardline/metrics';
 import { checkModelFitsData } from '@shardline/models';
-import { EVALUATION_TOP_K, evaluateSlice } from '@shardline/training';
+import { evaluateSlice, evaluationTopK } from '@shardline/training';
 import { readSavedModel, type SavedModel } from './savedModel.js';
 
 /**
@@ -145,7 +145,7 @@ export async function evaluateSavedModel(options: EvaluateOptions): Promise<Eval
     const accumulator = createClassificationAccumulator({
       numClasses: data.classNames.length,
       classNames: data.classNames,
-      topK: [...EVALUATION_TOP_K],
+      topK: evaluationTopK(data.classNames.length),
     });
     accumulator.merge(state);
     return {

@@ -11,10 +11,16 @@ import {
   selectBackend,
   writeWeights,
 } from '@shardline/core';
-import { loadDataset } from '@shardline/datasets';
-import { createModel } from '@shardline/models';
 import { createLocalWorker, fixedMembership, runSynchronousTraining } from '@shardline/training';
-import { checkpointOptions, finishRun, type RunControl, type TrainResult } from './job.js';
+import {
+  checkpointOptions,
+  finishRun,
+  type JobSources,
+  type RunControl,
+  type TrainResult,
+} from './job.js';
+import { loadJobData } from './jobData.js';
+import { resolveJobModel } from './jobModel.js';
 import type { Reporter } from './reporter.js';
 import { prepareOutDir } from './runOutputs.js';
 import type { TrainConfig } from './trainConfig.js';
@@ -27,25 +33,28 @@ export async function trainInProcess(
   reporter: Reporter,
   logger: Logger,
   control: RunControl = {},
+  sources: JobSources = {},
 ): Promise<TrainResult> {
   const started = Date.now();
   const outDir = await prepareOutDir(resolve(config.out), config.resume);
   try {
     const selection = await selectBackend(config.backend, { logger });
-    const data = await loadDataset(config.dataset, {
-      ...(config.dataDir === undefined ? {} : { dataDir: config.dataDir }),
-      ...(config.limitTrain > 0 ? { limitTrain: config.limitTrain } : {}),
-      ...(config.limitTest > 0 ? { limitTest: config.limitTest } : {}),
-      download: config.download,
+    const data = await loadJobData(config, {
+      load: 'all',
+      logger,
+      ...(sources.sets ? { sets: sources.sets } : {}),
+    });
+    const { train, test } = data.splits!;
+    const classNames = data.classNames;
+    const resolved = await resolveJobModel({
+      model: sources.model ?? config.model,
+      hyperparameters: config.hyperparameters,
+      plugins: config.plugins,
+      seed: config.seed,
+      data: { ...data, numClasses: classNames.length },
       logger,
     });
-    const { train, test } = data;
-    const classNames = data.descriptor.classNames;
-    const model = createModel(config.model, {
-      seed: config.seed,
-      inputShape: [train.height, train.width, train.channels],
-      numClasses: classNames.length,
-    });
+    const model = resolved.model;
     const layout = describeLayout(model);
     const params = readWeights(model, layout);
     const checkpoints = await checkpointOptions(config, outDir.path, layout, logger);
@@ -62,9 +71,9 @@ export async function trainInProcess(
     });
     reporter.started({
       mode: 'in-process',
-      model: config.model,
-      dataset: config.dataset,
-      dataset_source: data.source,
+      model: resolved.label,
+      dataset: data.label,
+      ...(data.location === undefined ? {} : { dataset_location: data.location }),
       backend: selection.backend,
       parameters: layout.size,
       layout_fingerprint: layout.fingerprint,
@@ -106,6 +115,8 @@ export async function trainInProcess(
       reporter,
       logger,
       writeWeights: () => writeWeights(model, result.weights.params, layout),
+      data,
+      plugins: resolved.plugins,
     });
   } catch (error) {
     await outDir.discardIfEmpty();

@@ -6,6 +6,8 @@ import { type Logger, type ParamLayout, ShardlineError } from '@shardline/core';
 import type { EpochMetrics, SyncTrainingOptions, SyncTrainingResult } from '@shardline/training';
 import type * as tf from '@tensorflow/tfjs';
 import { assertResumable, readLatestCheckpoint, writeCheckpoint } from './checkpoints.js';
+import type { InMemoryDataset, JobData } from './jobData.js';
+import type { JobPlugin, ModelSource } from './jobModel.js';
 import type { Reporter } from './reporter.js';
 import { writeRunOutputs } from './runOutputs.js';
 import type { TrainConfig } from './trainConfig.js';
@@ -16,6 +18,16 @@ export interface TrainResult {
   history: EpochMetrics[];
   modelPath?: string;
   summaryPath?: string;
+}
+
+/**
+ * What code may give instead of `config.model` and `config.dataset` (the `train()` API): a model
+ * spec or a function returning the model, and sets built in memory. The config keeps a label of
+ * each for summary.json.
+ */
+export interface JobSources {
+  model?: ModelSource;
+  sets?: InMemoryDataset;
 }
 
 /** Stops a run between steps (first SIGINT/SIGTERM) or at once (abort). */
@@ -79,6 +91,10 @@ export async function finishRun(options: {
   writeWeights: () => void;
   /** Reports refused from workers, by reason (distributed runs). */
   rejectedReports?: Readonly<Record<string, number>>;
+  /** The data trained on, recorded with the model so that evaluate and predict match it. */
+  data: JobData;
+  /** Plugins the model needs. */
+  plugins: readonly JobPlugin[];
 }): Promise<TrainResult> {
   const { result, out, config, reporter, logger } = options;
   if (!result.completed || !result.evaluation) {
@@ -95,6 +111,8 @@ export async function finishRun(options: {
     history: result.history,
     layout: options.layout,
     classNames: options.classNames,
+    data: options.data,
+    plugins: options.plugins,
     evaluation: result.evaluation,
     seconds: (Date.now() - options.started) / 1000,
     ...(options.rejectedReports ? { rejectedReports: options.rejectedReports } : {}),

@@ -38,12 +38,16 @@ export interface ReporterStreams {
   stderr: { write(chunk: string): unknown; isTTY?: boolean; columns?: number };
 }
 
-/** A reporter that prints one JSON object per line, each with an `event` field and a `time`. */
-export function createJsonReporter(streams: ReporterStreams): Reporter {
+/**
+ * One event of a run, as `--log-format json` prints it and `train({ onEvent })` receives it:
+ * `started`, `worker_joined`, `worker_left`, `epoch_end` or `done`, its time, and its fields.
+ */
+export type TrainEvent = { event: string; time: string } & Record<string, unknown>;
+
+/** A reporter that hands each event, as an object with `event` and `time`, to `onEvent`. */
+export function createEventReporter(onEvent: (event: TrainEvent) => void): Reporter {
   const emit = (event: string, fields: object) =>
-    streams.stdout.write(
-      `${JSON.stringify({ event, time: new Date().toISOString(), ...fields })}\n`,
-    );
+    onEvent({ event, time: new Date().toISOString(), ...fields });
   return {
     started: (info) => emit('started', info),
     workerJoined: (info) => emit('worker_joined', info),
@@ -52,6 +56,11 @@ export function createJsonReporter(streams: ReporterStreams): Reporter {
     epochEnd: (m) => emit('epoch_end', m),
     done: (m) => emit('done', m),
   };
+}
+
+/** A reporter that prints one JSON object per line, each with an `event` field and a `time`. */
+export function createJsonReporter(streams: ReporterStreams): Reporter {
+  return createEventReporter((event) => streams.stdout.write(`${JSON.stringify(event)}\n`));
 }
 
 const plural = (n: number, word: string) =>

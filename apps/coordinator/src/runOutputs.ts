@@ -11,6 +11,8 @@ import type { ClassificationReport } from '@shardline/metrics';
 import { saveModel } from '@shardline/models';
 import type { EpochMetrics } from '@shardline/training';
 import type * as tf from '@tensorflow/tfjs';
+import type { JobData } from './jobData.js';
+import type { JobPlugin } from './jobModel.js';
 import type { TrainConfig } from './trainConfig.js';
 
 /** Everything summary.json records. */
@@ -20,6 +22,10 @@ export interface RunRecord {
   history: EpochMetrics[];
   layout: ParamLayout;
   classNames: readonly string[];
+  /** The data trained on: its image shape, and for a folder, the options that decoded it. */
+  data: JobData;
+  /** Plugins the model needs to be loaded again. */
+  plugins: readonly JobPlugin[];
   evaluation: ClassificationReport;
   seconds: number;
   /** Reports refused from workers, by reason (distributed runs only). */
@@ -34,15 +40,7 @@ export async function writeRunOutputs(
 ): Promise<{ modelPath: string; summaryPath: string }> {
   const modelPath = join(out, 'model');
   const last = record.history[record.history.length - 1];
-  await saveModel(model, modelPath, {
-    metadata: {
-      run: {
-        dataset: record.config.dataset,
-        classNames: record.classNames,
-        testAccuracy: last?.test_accuracy,
-      },
-    },
-  });
+  await saveModel(model, modelPath, { metadata: { run: savedRunMetadata(record) } });
   const summaryPath = join(out, 'summary.json');
   const summary = {
     version: 1,
@@ -60,6 +58,64 @@ export async function writeRunOutputs(
   };
   await writeFileAtomic(summaryPath, `${JSON.stringify(summary, null, 2)}\n`);
   return { modelPath, summaryPath };
+}
+
+/**
+ * What the saved model.json records about its run (`userDefinedMetadata.run`), so that
+ * `evaluate` and `predict` decode images the way training did: the input's size and colour mode,
+ * the class names in label order, and for an image folder the options that split and decoded it.
+ */
+export interface SavedRunMetadata {
+  /** The built-in dataset's name, or the image folder's absolute path. */
+  dataset: string;
+  classNames: string[];
+  testAccuracy?: number;
+  input: { height: number; width: number; channels: number; colorMode: 'grayscale' | 'rgb' };
+  imageFolder?: {
+    folder: string;
+    fingerprint: string;
+    imageSize?: { height: number; width: number };
+    colorMode?: 'grayscale' | 'rgb';
+    classNames?: string[];
+    validationSplit?: number;
+    seed: number;
+  };
+  plugins?: { name: string; path: string; sha256: string }[];
+}
+
+function savedRunMetadata(record: RunRecord): SavedRunMetadata {
+  const { config, data } = record;
+  const last = record.history[record.history.length - 1];
+  const spec = data.folder?.spec;
+  return {
+    dataset: spec ? spec.folder : config.dataset,
+    classNames: [...record.classNames],
+    ...(last === undefined ? {} : { testAccuracy: last.test_accuracy }),
+    input: {
+      height: data.height,
+      width: data.width,
+      channels: data.channels,
+      colorMode: data.channels === 1 ? 'grayscale' : 'rgb',
+    },
+    ...(spec
+      ? {
+          imageFolder: {
+            folder: spec.folder,
+            fingerprint: spec.fingerprint,
+            ...(config.imageSize ? { imageSize: config.imageSize } : {}),
+            ...(config.colorMode ? { colorMode: config.colorMode } : {}),
+            ...(config.classNames ? { classNames: config.classNames } : {}),
+            ...(config.validationSplit === undefined
+              ? {}
+              : { validationSplit: config.validationSplit }),
+            seed: config.seed,
+          },
+        }
+      : {}),
+    ...(record.plugins.length > 0
+      ? { plugins: record.plugins.map(({ name, path, sha256 }) => ({ name, path, sha256 })) }
+      : {}),
+  };
 }
 
 /** A prepared `--out` folder; `discardIfEmpty` removes it again if this run created it and wrote nothing. */

@@ -27,12 +27,38 @@ import { listModels } from '@shardline/models';
 import { TOKEN_FILE_FORM } from '@shardline/protocol';
 import type { TrainerConfig } from '@shardline/training';
 import { parseHealthListen } from './distributed/healthListen.js';
-import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './parsers.js';
+import {
+  classNamesText,
+  hyperparameterItem,
+  hyperparameterRecord,
+  imageSizeText,
+  modelValue,
+  nonNegativeInt,
+  nonNegativeNumber,
+  openFraction,
+  parseImageSize,
+  positiveInt,
+  positiveNumber,
+} from './parsers.js';
 
 /** Everything a training job needs to know, validated: the trainer's settings and the job's. */
 export interface TrainConfig extends TrainerConfig {
+  /** A registered model's name, or the path of a model.json or an ES module model spec. */
   model: string;
+  /** `--hp` values by name, parsed by the model's declared types. */
+  hyperparameters: Record<string, string>;
+  /** `--plugin` modules (custom layer classes), loaded before the model; workers need them too. */
+  plugins: string[];
+  /** A built-in dataset's name, or the path of an image folder. */
   dataset: string;
+  /** Image folders: resize every image to this size (default: the images' own size). */
+  imageSize?: { height: number; width: number };
+  /** Image folders: default rgb, or grayscale when every image is. */
+  colorMode?: 'grayscale' | 'rgb';
+  /** Image folders without train/ and test/: the fraction of each class held out for testing. */
+  validationSplit?: number;
+  /** Image folders: exactly these class folders, in label order. */
+  classNames?: string[];
   dataDir?: string;
   /** Download the dataset when no local copy exists. */
   download: boolean;
@@ -59,6 +85,7 @@ export const WIRE_DTYPES = ['float32', 'float16', 'bfloat16'] as const;
 const BACKENDS = ['auto', ...BackendNames] as const;
 const LOG_FORMATS = ['text', 'json'] as const;
 const MODELS = listModels().map((m) => m.name);
+const COLOR_MODES = ['grayscale', 'rgb'] as const;
 
 /** The default --out: `runs/<date-time>`, a new folder for every run. */
 function defaultOut(): string {
@@ -192,21 +219,69 @@ const EXCHANGE = [
 const JOB = [
   setting({
     flag: '--model',
-    argument: '<name>',
-    description: 'model to train',
+    argument: '<name|file>',
+    description: `model to train: ${MODELS.join(', ')}, or a TensorFlow.js layers model.json, or an ES module (.mjs/.js) exporting a model spec`,
     type: 'string',
-    choices: MODELS,
     defaultValue: () => 'seed-cnn',
-    parse: oneOf(MODELS),
+    parse: modelValue(MODELS),
+  }),
+  setting({
+    flag: '--hp',
+    argument: '<name=value>',
+    description: 'a hyperparameter of the model, such as dropout=0.3 or hiddenUnits=128,64',
+    type: 'list',
+    defaultValue: () => [],
+    parse: hyperparameterItem,
+  }),
+  setting({
+    flag: '--plugin',
+    argument: '<module>',
+    description:
+      'an ES module that registers custom layer classes, loaded before the model; every worker needs it too (its --plugin)',
+    type: 'list',
+    path: true,
+    defaultValue: () => [],
+    parse: nonEmpty('a module path'),
   }),
   setting({
     flag: '--dataset',
-    argument: '<name>',
-    description: 'dataset to train on',
+    argument: '<name|dir>',
+    description: `dataset to train on: ${datasetNames.join(', ')}, or a folder of images with one subfolder per class`,
     type: 'string',
-    choices: datasetNames,
     defaultValue: () => 'fashion-mnist',
-    parse: oneOf(datasetNames),
+    parse: nonEmpty('a dataset name or folder'),
+  }),
+  setting({
+    flag: '--image-size',
+    argument: '<HxW>',
+    description:
+      "image folders: resize every image to this size (default: the images' own size, when all agree)",
+    type: 'string',
+    parse: imageSizeText,
+  }),
+  setting({
+    flag: '--color-mode',
+    argument: '<mode>',
+    description: 'image folders: grayscale or rgb (default: rgb, or grayscale when every image is)',
+    type: 'string',
+    choices: COLOR_MODES,
+    parse: oneOf(COLOR_MODES),
+  }),
+  setting({
+    flag: '--validation-split',
+    argument: '<fraction>',
+    description:
+      'image folders without train/ and test/: fraction of each class held out for testing (seeded by --seed)',
+    type: 'number',
+    parse: openFraction,
+  }),
+  setting({
+    flag: '--class-names',
+    argument: '<a,b,...>',
+    description:
+      'image folders: exactly these class folders, in label order (default: all, sorted)',
+    type: 'string',
+    parse: classNamesText,
   }),
   setting({
     flag: '--data-dir',
@@ -440,7 +515,13 @@ export type TrainSettings = SettingsOf<typeof TRAIN_SETTINGS>;
 export function toTrainConfig(s: TrainSettings): TrainConfig {
   return {
     model: s.model,
+    hyperparameters: hyperparameterRecord(s.hp),
+    plugins: [...s.plugin],
     dataset: s.dataset,
+    ...(s.imageSize === undefined ? {} : { imageSize: parseImageSize(s.imageSize) }),
+    ...(s.colorMode === undefined ? {} : { colorMode: s.colorMode }),
+    ...(s.validationSplit === undefined ? {} : { validationSplit: s.validationSplit }),
+    ...(s.classNames === undefined ? {} : { classNames: s.classNames.split(',') }),
     ...(s.dataDir === undefined ? {} : { dataDir: s.dataDir }),
     download: !s.noDownload,
     epochs: s.epochs,

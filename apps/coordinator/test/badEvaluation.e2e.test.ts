@@ -176,6 +176,12 @@ async function startProxy(upstream: string, tamper: Tamper): Promise<Proxy> {
       client.leave(call.request, call.metadata, deadlineOf(call), callback),
     getStatus: (call, callback) =>
       client.getStatus(call.request, call.metadata, deadlineOf(call), callback),
+    // These runs train on a built-in dataset: nothing is fetched, and a fetch would be refused.
+    fetchDataset: (call) =>
+      call.destroy({
+        code: status.UNIMPLEMENTED,
+        details: 'the test proxy forwards no dataset',
+      } as unknown as Error),
     train,
   };
   server.addService(CoordinatorServiceDefinition, service);

@@ -188,6 +188,7 @@ function callMethod(
           capabilities: [],
           previousWorkerId: '',
           maxReceiveMessageBytes: 0,
+          pluginSha256: [],
           softwareVersion: '',
         },
         md,

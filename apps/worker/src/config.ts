@@ -107,6 +107,24 @@ export const WORKER_SETTINGS = [
     parse: parseSwitch,
   }),
   setting({
+    flag: '--no-fetch-data',
+    description:
+      "never fetch an image-folder dataset from the coordinator; fail when this machine has no copy (in the cache, at the coordinator's path or under --data-dir)",
+    type: 'boolean',
+    defaultValue: () => false,
+    parse: parseSwitch,
+  }),
+  setting({
+    flag: '--plugin',
+    argument: '<module>',
+    description:
+      'an ES module registering custom layer classes, loaded before joining; a job whose model needs one refuses a worker without the same file',
+    type: 'list',
+    path: true,
+    defaultValue: () => [],
+    parse: nonEmpty('a module path'),
+  }),
+  setting({
     flag: '--connect-timeout',
     argument: '<seconds>',
     description: 'how long to keep trying to reach the coordinator',

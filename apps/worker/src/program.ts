@@ -196,6 +196,8 @@ async function startWorker(config: ResolvedWorkerConfig, streams: WorkerStreams)
       backend: s.backend,
       ...(s.dataDir === undefined ? {} : { dataDir: s.dataDir }),
       download: !s.noDownload,
+      fetchData: !s.noFetchData,
+      plugins: s.plugin,
       connectTimeoutMs: s.connectTimeout * 1000,
       channel,
       logger,

@@ -16,9 +16,9 @@ import {
   selectBackend,
   toShardlineError,
 } from '@shardline/core';
-import { loadDataset, shareSize } from '@shardline/datasets';
+import { shareSize } from '@shardline/datasets';
 import type { ClassificationState } from '@shardline/metrics';
-import { createModel } from '@shardline/models';
+import { loadPlugin } from '@shardline/models';
 import {
   CHANNEL_OPTIONS,
   type ClassificationCounts,
@@ -32,7 +32,6 @@ import {
   exchangeLogFields,
   fromGrpcStatus,
   gradientMessages,
-  type HyperparameterValue,
   type JobSpec,
   type JoinResponse,
   PROTOCOL_VERSION,
@@ -52,7 +51,9 @@ import {
   warmUp,
 } from '@shardline/training';
 import type { LayersModel } from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
 import { retryWithBackoff } from './backoff.js';
+import { loadWorkerJobData, type WorkerJobData } from './jobData.js';
 import { plaintextChannel, tlsFailure, type WorkerChannel } from './security.js';
 
 /** Settings of one worker process. */
@@ -63,6 +64,15 @@ export interface WorkerOptions {
   backend: BackendPreference;
   dataDir?: string;
   download: boolean;
+  /** Fetch an image-folder dataset from the coordinator when this machine has no copy. Default true. */
+  fetchData?: boolean;
+  /** The image-folder cache folder. Default: the user cache (`~/.cache/shardline/image-folders`). */
+  cacheDir?: string;
+  /**
+   * Plugin modules (custom layer classes, `--plugin`), loaded before joining. Their SHA-256s go
+   * with the Join, where a job whose model needs another plugin refuses this worker.
+   */
+  plugins?: readonly string[];
   /** How long to keep trying to reach the coordinator before giving up. */
   connectTimeoutMs: number;
   /** TLS and token (security.ts `resolveWorkerChannel`); default: plaintext, no token. */
@@ -92,6 +102,7 @@ function join(
   client: CoordinatorServiceClient,
   name: string,
   backend: string,
+  plugins: readonly string[],
 ): Promise<JoinResponse> {
   return new Promise((resolve, reject) => {
     client.join(
@@ -106,6 +117,7 @@ function join(
         previousWorkerId: '',
         maxReceiveMessageBytes: CHANNEL_OPTIONS['grpc.max_receive_message_length'] as number,
         softwareVersion: '',
+        pluginSha256: [...plugins],
       },
       new Metadata(),
       { deadline: Date.now() + 10_000 },
@@ -118,6 +130,16 @@ function join(
 export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> {
   const { logger } = options;
   const selection = await selectBackend(options.backend, { logger });
+  const pluginSha256: string[] = [];
+  for (const path of options.plugins ?? []) {
+    const plugin = await loadPlugin(path);
+    pluginSha256.push(plugin.sha256);
+    logger.info('plugin loaded', {
+      plugin: plugin.path,
+      sha256: plugin.sha256,
+      classes: plugin.registeredClasses.join(',') || '(already registered)',
+    });
+  }
   const channel = options.channel ?? plaintextChannel();
   const client = new CoordinatorClient(options.coordinator, channel.credentials, {
     ...CHANNEL_OPTIONS,
@@ -129,24 +151,27 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
     // backoff, for up to --connect-timeout) and starts over from the weights it is sent, so it
     // never computes on stale weights.
     for (let session = 0; ; session++) {
-      const joined = await retryWithBackoff(() => join(client, options.name, selection.backend), {
-        deadlineMs: options.connectTimeoutMs,
-        // A failed TLS handshake looks like UNAVAILABLE but will fail the same way every time.
-        retryable: (e) => RETRYABLE.has((e as ServiceError).code) && !tlsFailure(e),
-        onRetry: (e, attempt, delayMs) =>
-          logger.info(
-            session === 0
-              ? 'coordinator not reachable yet, retrying'
-              : 'coordinator gone, trying to rejoin',
-            {
-              coordinator: options.coordinator,
-              attempt,
-              delayMs,
-              reason: (e as Error).message,
-            },
-          ),
-        ...(options.signal ? { signal: options.signal } : {}),
-      }).catch((e: unknown) => {
+      const joined = await retryWithBackoff(
+        () => join(client, options.name, selection.backend, pluginSha256),
+        {
+          deadlineMs: options.connectTimeoutMs,
+          // A failed TLS handshake looks like UNAVAILABLE but will fail the same way every time.
+          retryable: (e) => RETRYABLE.has((e as ServiceError).code) && !tlsFailure(e),
+          onRetry: (e, attempt, delayMs) =>
+            logger.info(
+              session === 0
+                ? 'coordinator not reachable yet, retrying'
+                : 'coordinator gone, trying to rejoin',
+              {
+                coordinator: options.coordinator,
+                attempt,
+                delayMs,
+                reason: (e as Error).message,
+              },
+            ),
+          ...(options.signal ? { signal: options.signal } : {}),
+        },
+      ).catch((e: unknown) => {
         throw isGrpcStatus(e) ? fromGrpcStatus(e) : toShardlineError(e);
       });
       const job = joined.job;
@@ -195,7 +220,39 @@ const WARM_UP_BATCH = 32;
 /** The dataset of the last job, kept across rejoins when the next job needs the same data. */
 interface DataCache {
   key?: string;
-  data?: Awaited<ReturnType<typeof loadDataset>>;
+  data?: WorkerJobData;
+}
+
+/**
+ * The job's model, built from the topology the coordinator sent (never from a registry name, so
+ * a model from a file needs no copy here). Its initial weights do not matter: the coordinator
+ * sends the weights of every step before the step. Layer classes from plugins must be
+ * registered first (--plugin), which the coordinator checked at Join.
+ */
+async function buildJobModel(job: JobSpec): Promise<LayersModel> {
+  const json = job.model?.topologyJson;
+  if (!json) {
+    throw new ShardlineError(
+      'MISMATCH',
+      'The coordinator sent no model topology (JobSpec.model). Run the same Shardline version on every machine.',
+    );
+  }
+  try {
+    return await tf.models.modelFromJSON({
+      modelTopology: JSON.parse(json),
+    } as Parameters<typeof tf.models.modelFromJSON>[0]);
+  } catch (error) {
+    const message = (error as Error)?.message ?? String(error);
+    const unknown = /Unknown layer: (\w+)/.exec(message)?.[1];
+    throw new ShardlineError(
+      'MISMATCH',
+      unknown === undefined
+        ? `This worker could not build the job's model ${job.modelName}: ${message}. Run the same Shardline and TensorFlow.js versions on every machine.`
+        : `The job's model ${job.modelName} uses layer class "${unknown}", which no plugin loaded here registers. ` +
+            'Start the worker with --plugin <module> for the module that registers it (the coordinator\u2019s --plugin file).',
+      { cause: error },
+    );
+  }
 }
 
 /** What a job needs on this worker: its data, its model and an in-process worker over them. */
@@ -225,25 +282,39 @@ interface Session {
 async function prepareJob(
   job: JobSpec,
   workerId: string,
-  options: WorkerOptions,
-  log: Logger,
-  cache: DataCache,
+  context: {
+    client: CoordinatorServiceClient;
+    options: WorkerOptions;
+    log: Logger;
+    cache: DataCache;
+  },
 ): Promise<PreparedJob> {
-  const key = JSON.stringify([job.datasetName, job.limitTrain, job.limitTest]);
+  const { options, log, cache } = context;
+  const key = JSON.stringify([
+    job.datasetName,
+    job.dataset?.fingerprint ?? '',
+    job.limitTrain,
+    job.limitTest,
+  ]);
   if (cache.key !== key || !cache.data) {
-    cache.data = await loadDataset(job.datasetName, {
-      ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
-      ...(job.limitTrain > 0 ? { limitTrain: job.limitTrain } : {}),
-      ...(job.limitTest > 0 ? { limitTest: job.limitTest } : {}),
-      download: options.download,
-      progress: 'lines',
-      logger: log,
+    // Let the last job's images go before loading the next job's.
+    delete cache.data;
+    cache.data = await loadWorkerJobData(job, {
+      client: context.client,
+      workerId,
+      options: {
+        ...(options.dataDir === undefined ? {} : { dataDir: options.dataDir }),
+        download: options.download,
+        fetchData: options.fetchData ?? true,
+        ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }),
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
+      log,
     });
     cache.key = key;
   }
   const data = cache.data;
-  const hyperparameters = hyperparametersOf(job);
-  const model = createModel(job.modelName, { ...hyperparameters, seed: job.seed });
+  const model = await buildJobModel(job);
   const layout = describeLayout(model);
   if (layout.fingerprint !== job.layoutFingerprint || layout.size !== job.parameterCount) {
     model.dispose();
@@ -259,7 +330,7 @@ async function prepareJob(
     layout,
     train: data.train,
     test: data.test,
-    classNames: data.descriptor.classNames,
+    classNames: data.classNames,
     seed: job.seed,
     batchSize: job.globalBatchSize,
     augment: job.augment,
@@ -290,7 +361,7 @@ async function serve(
   cache: DataCache,
   heartbeatMs: number,
 ): Promise<WorkerOutcome> {
-  const prepared = await prepareJob(job, workerId, options, log, cache);
+  const prepared = await prepareJob(job, workerId, { client, options, log, cache });
   const { model, layout } = prepared;
   const session: Session = {
     call: client.train(),
@@ -520,34 +591,6 @@ function countOf(name: string, value: number): bigint {
     );
   }
   return BigInt(value);
-}
-
-/** The job's hyperparameters as `createModel` takes them; the model registry validates them. */
-function hyperparametersOf(job: JobSpec): Record<string, unknown> {
-  // fromEntries defines own properties, so a name such as "__proto__" cannot reach a prototype.
-  return Object.fromEntries(
-    Object.entries(job.hyperparameters).map(([name, value]) => [
-      name,
-      hyperparameterOf(name, value),
-    ]),
-  );
-}
-
-function hyperparameterOf(name: string, value: HyperparameterValue): unknown {
-  switch (value.kind?.$case) {
-    case 'number':
-    case 'text':
-    case 'flag':
-      return value.kind.value;
-    case 'numbers':
-      return [...value.kind.value.values];
-    case undefined:
-      throw new ShardlineError(
-        'MISMATCH',
-        `The coordinator sent hyperparameter "${name}" without a value (number, text, flag or ` +
-          'numbers). Run the same Shardline version on every machine.',
-      );
-  }
 }
 
 const STOP_REASONS: Readonly<Record<number, WorkerOutcome['reason']>> = {

@@ -13,11 +13,11 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
-import { basename, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { writeFileAtomic } from '@shardline/core/atomicFile';
 import { formatCount, ShardlineError, toShardlineError } from '@shardline/core/errors';
 import { type Logger, silentLogger } from '@shardline/core/logger';
-import type { ImageSet } from './imageSet.js';
+import { checkImageSet, type ImageSet } from './imageSet.js';
 import { userCacheDir } from './locations.js';
 import { type ProgressOptions, progressCallback } from './progress.js';
 import { createRng } from './random.js';
@@ -206,10 +206,8 @@ export async function loadImageFolder(
     colorMode: options.colorMode ?? 'auto',
     split: layout.splitFolders ? 'folders' : { validationSplit: options.validationSplit, seed },
   });
-  const cacheDir = resolve(
-    options.cacheDir ?? join(userCacheDir('image-folders', options.env ?? process.env)),
-  );
-  const cachePath = join(cacheDir, `${fingerprint}.bin`);
+  const cachePath = imageFolderCachePath(fingerprint, options);
+  const cacheDir = dirname(cachePath);
   const useCache = options.cache ?? true;
 
   if (useCache) {
@@ -501,6 +499,134 @@ async function fingerprintFiles(files: readonly FileEntry[], params: unknown): P
   return hash.digest('hex');
 }
 
+/**
+ * Writes in-memory train and test sets to the image-folder cache as if they had been decoded
+ * from a folder, under a fingerprint of their content (shapes, class names, labels, pixels).
+ * The file is then what {@link readImageFolderCache} reads and what a coordinator sends workers
+ * that have no copy, so data built in code can be trained on by worker processes too. Sets of
+ * 1 or 3 channels only, as the cache format holds.
+ *
+ * @example
+ * ```ts
+ * const cached = await cacheImageSets({ train, test, classNames: ['cat', 'dog'] });
+ * cached.fingerprint; // names the file, as a folder's fingerprint does
+ * ```
+ */
+export async function cacheImageSets(
+  sets: {
+    readonly train: ImageSet;
+    readonly test: ImageSet;
+    readonly classNames: readonly string[];
+  },
+  options: Pick<ImageFolderOptions, 'cacheDir' | 'env' | 'logger'> = {},
+): Promise<LoadedImageFolder> {
+  const { train, test, classNames } = sets;
+  checkImageSet(train);
+  checkImageSet(test);
+  if (
+    train.height !== test.height ||
+    train.width !== test.width ||
+    train.channels !== test.channels ||
+    (train.channels !== 1 && train.channels !== 3)
+  ) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `The train and test sets must share one image shape of 1 or 3 channels: found train ${train.height}x${train.width}x${train.channels}, ` +
+        `test ${test.height}x${test.width}x${test.channels}. Resize or convert one of them.`,
+    );
+  }
+  if (classNames.length < 2 || classNames.length > MAX_IMAGE_FOLDER_CLASSES) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `Expected 2 to ${MAX_IMAGE_FOLDER_CLASSES} class names; found ${classNames.length}. Name every class the labels use.`,
+    );
+  }
+  for (const [name, set] of [
+    ['train', train],
+    ['test', test],
+  ] as const) {
+    for (const label of set.labels) {
+      if (label >= classNames.length) {
+        throw new ShardlineError(
+          'INVALID_ARGUMENT',
+          `The ${name} set has label ${label}, but there are only ${classNames.length} class names: give one name per class.`,
+        );
+      }
+    }
+  }
+  const hash = createHash('sha256');
+  hash.update(
+    JSON.stringify({
+      format: IMAGE_FOLDER_CACHE_VERSION,
+      inMemory: true,
+      classNames,
+      shape: [train.height, train.width, train.channels],
+      counts: [train.count, test.count],
+    }),
+  );
+  for (const part of [train.labels, test.labels, train.images, test.images]) hash.update(part);
+  const fingerprint = hash.digest('hex');
+  const cachePath = imageFolderCachePath(fingerprint, options);
+  const result = {
+    train,
+    test,
+    classNames: [...classNames],
+    fingerprint,
+    skipped: { count: 0, examples: [] },
+  };
+  const existing = await readCacheFile(cachePath, fingerprint, options.logger ?? silentLogger);
+  if (!existing) {
+    await mkdir(dirname(cachePath), { recursive: true });
+    await writeCacheFile(cachePath, result);
+  }
+  return { ...result, cachePath, fromCache: existing !== undefined };
+}
+
+/**
+ * Where {@link loadImageFolder} keeps the decoded set with this fingerprint: `<cacheDir>/<fingerprint>.bin`,
+ * with the same default folder. A worker that was given a job's fingerprint looks here first.
+ *
+ * @example
+ * ```ts
+ * const path = imageFolderCachePath(job.fingerprint, { cacheDir: '/var/cache/shardline' });
+ * ```
+ */
+export function imageFolderCachePath(
+  fingerprint: string,
+  options: Pick<ImageFolderOptions, 'cacheDir' | 'env'> = {},
+): string {
+  if (!/^[0-9a-f]{64}$/.test(fingerprint)) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `An image folder fingerprint is 64 lowercase hex digits (a SHA-256); found ${JSON.stringify(fingerprint).slice(0, 80)}.`,
+    );
+  }
+  const cacheDir = resolve(
+    options.cacheDir ?? join(userCacheDir('image-folders', options.env ?? process.env)),
+  );
+  return join(cacheDir, `${fingerprint}.bin`);
+}
+
+/**
+ * Reads a decoded set written by {@link loadImageFolder} (or fetched from a coordinator) without
+ * its folder. Returns undefined when the file is missing or fails any check (magic, version,
+ * header, `fingerprint`, length, labels, SHA-256); a damaged file is logged as a warning.
+ *
+ * @example
+ * ```ts
+ * const loaded = await readImageFolderCache(imageFolderCachePath(fingerprint), fingerprint);
+ * if (loaded) train(loaded.train);
+ * ```
+ */
+export async function readImageFolderCache(
+  path: string,
+  fingerprint: string,
+  options: { logger?: Logger } = {},
+): Promise<LoadedImageFolder | undefined> {
+  const cached = await readCacheFile(path, fingerprint, options.logger ?? silentLogger);
+  return cached ? { ...cached, cachePath: path, fromCache: true } : undefined;
+}
+
 /** The default {@link ImageDecoder}: sharp, imported on first use. */
 export const sharpDecoder: ImageDecoder = {
   async probe(path) {
@@ -611,7 +737,7 @@ async function decodeAll(
 
   const totalBytes = files.reduce((sum, f, i) => sum + (probes[i] ? f.size : 0), 0);
   const onProgress = progressCallback(options, logger);
-  const label = `${basename(root)} (decoding images)`;
+  const label = `the images of ${basename(root)}`;
   let doneBytes = 0;
 
   const height = size?.height ?? 1;
@@ -621,7 +747,14 @@ async function decodeAll(
   const pixels = new Uint8Array(size ? files.length * bytesPerImage : 0);
   const decodeErrors: (string | undefined)[] = new Array(files.length);
   if (size) {
-    onProgress({ file: label, url: root, receivedBytes: 0, totalBytes, done: false });
+    onProgress({
+      file: label,
+      url: root,
+      receivedBytes: 0,
+      totalBytes,
+      done: false,
+      activity: 'decode',
+    });
     await pool(files.length, concurrency, async (i) => {
       if (!probes[i]) return;
       const file = files[i]!;
@@ -636,9 +769,23 @@ async function decodeAll(
         decodeErrors[i] = `could not decode: ${reasonOf(error)}`;
       }
       doneBytes += file.size;
-      onProgress({ file: label, url: root, receivedBytes: doneBytes, totalBytes, done: false });
+      onProgress({
+        file: label,
+        url: root,
+        receivedBytes: doneBytes,
+        totalBytes,
+        done: false,
+        activity: 'decode',
+      });
     });
-    onProgress({ file: label, url: root, receivedBytes: doneBytes, totalBytes, done: true });
+    onProgress({
+      file: label,
+      url: root,
+      receivedBytes: doneBytes,
+      totalBytes,
+      done: true,
+      activity: 'decode',
+    });
   }
   // Skipped in file order, so the examples are the same on every run.
   for (const [i, file] of files.entries()) {

@@ -55,14 +55,17 @@ export {
 } from './idx.js';
 export {
   type ColorMode,
+  cacheImageSets,
   IMAGE_FOLDER_CACHE_MAGIC,
   IMAGE_FOLDER_CACHE_VERSION,
   type ImageDecoder,
   type ImageFolderOptions,
   type ImageProbe,
+  imageFolderCachePath,
   type LoadedImageFolder,
   loadImageFolder,
   MAX_IMAGE_FOLDER_CLASSES,
+  readImageFolderCache,
   type SkippedImage,
   sharpDecoder,
 } from './imageFolder.js';
@@ -110,5 +113,11 @@ export {
   shareSize,
   stepsPerEpoch,
 } from './sampler.js';
+export {
+  SHAPE_CLASSES,
+  type ShapesFolder,
+  type ShapesFolderOptions,
+  writeShapesFolder,
+} from './shapes.js';
 // Types only: importing the index must not load TensorFlow.js.
 export type { BatchTensors } from './tensors.js';

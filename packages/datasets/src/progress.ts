@@ -17,6 +17,11 @@ export interface DownloadProgress {
   readonly totalBytes: number | undefined;
   /** True on the last report of a successful download. */
   readonly done: boolean;
+  /**
+   * What the bytes are: `download` (the default) or `decode` (an image folder's files being
+   * decoded, counted by their size on disk), for the wording of progress lines.
+   */
+  readonly activity?: 'download' | 'decode';
 }
 
 /** Receives {@link DownloadProgress} reports. */
@@ -111,19 +116,19 @@ function lineReporter(logger: Logger, now: () => number): ProgressCallback {
     if (!p.done && decile <= lastDecile && t - lastTime < LINE_INTERVAL_MS) return;
     lastTime = t;
     lastDecile = Math.max(lastDecile, decile);
-    const fields: Record<string, unknown> = {
-      file: p.file,
-      url: p.url,
-      received_bytes: p.receivedBytes,
-    };
+    const decoding = p.activity === 'decode';
+    const fields: Record<string, unknown> = decoding
+      ? { folder: p.url, bytes_read: p.receivedBytes }
+      : { file: p.file, url: p.url, received_bytes: p.receivedBytes };
     if (p.totalBytes !== undefined) {
       fields.total_bytes = p.totalBytes;
       fields.percent = Math.min(100, Math.floor((100 * p.receivedBytes) / p.totalBytes));
     }
+    const verb = decoding ? ['decoding', 'decoded'] : ['downloading', 'downloaded'];
     logger.info(
       p.done
-        ? `downloaded ${p.file} (${formatCount(p.receivedBytes)} bytes)`
-        : `downloading ${p.file}`,
+        ? `${verb[1]} ${p.file} (${formatCount(p.receivedBytes)} bytes)`
+        : `${verb[0]} ${p.file}`,
       fields,
     );
   };

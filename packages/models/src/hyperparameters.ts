@@ -203,3 +203,69 @@ export function checkSeed(seed: unknown): number | undefined {
     { details: { option: 'seed' } },
   );
 }
+
+/** A hyperparameter as a command line gives it (`--hp units=64` gives the string "64"). */
+export type HyperparameterInput = string | number | boolean | readonly number[];
+
+/**
+ * Parses `--hp` strings by each hyperparameter's declared type (`"64"`, `"0.5"`, lists as
+ * `"32,32,3"`, `"[32, 32, 3]"` or `"32x32x3"`); anything else, and anything it cannot parse, is
+ * passed through for {@link resolveHyperparameters} to refuse with its usual message.
+ *
+ * @example
+ * ```ts
+ * parseHyperparameterInputs(getModelSpec('mlp').hyperparameters, { hiddenUnits: '128,64' });
+ * // { hiddenUnits: [128, 64] }
+ * ```
+ */
+export function parseHyperparameterInputs(
+  specs: { readonly [name: string]: HyperparameterSpec },
+  given: Readonly<Record<string, HyperparameterInput>>,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, raw] of Object.entries(given)) {
+    const spec = specs[name];
+    if (spec === undefined || typeof raw !== 'string') {
+      out[name] = raw;
+      continue;
+    }
+    const text = raw.trim();
+    if (spec.type === 'integer[]') {
+      const inner = text.replace(/^\[(.*)\]$/s, '$1').trim();
+      const parts = inner === '' ? [] : inner.split(/\s*[,x\s]\s*/);
+      const values = parts.map((p) => (/^[-+]?\d+(\.\d+)?$/.test(p) ? Number(p) : Number.NaN));
+      out[name] = values.every((v) => Number.isFinite(v)) ? values : raw;
+    } else {
+      const value = text === '' ? Number.NaN : Number(text);
+      out[name] = Number.isFinite(value) ? value : raw;
+    }
+  }
+  return out;
+}
+
+/**
+ * Fills the `inputShape` and `numClasses` hyperparameters from the data, when the model declares
+ * them and `given` leaves them out: a model then fits whatever images it is trained on (the seed
+ * CNN on 32x32 RGB with 5 classes) unless the user fixes them.
+ */
+export function withDataShape(
+  specs: { readonly [name: string]: HyperparameterSpec },
+  given: Readonly<Record<string, unknown>>,
+  data:
+    | {
+        readonly height: number;
+        readonly width: number;
+        readonly channels: number;
+        readonly numClasses: number;
+      }
+    | undefined,
+): Record<string, unknown> {
+  if (data === undefined) return { ...given };
+  return {
+    ...(Object.hasOwn(specs, 'inputShape')
+      ? { inputShape: [data.height, data.width, data.channels] }
+      : {}),
+    ...(Object.hasOwn(specs, 'numClasses') ? { numClasses: data.numClasses } : {}),
+    ...Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)),
+  };
+}

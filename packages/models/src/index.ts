@@ -22,13 +22,16 @@ export {
 export { type FastCnnHyperparameters, fastCnnSpec } from './fastCnn.js';
 export {
   describeHyperparameter,
+  type HyperparameterInput,
   type HyperparameterSpec,
   type HyperparameterSpecs,
   type Hyperparameters,
   type HyperparameterValue,
   type IntegerListHyperparameter,
   type NumberHyperparameter,
+  parseHyperparameterInputs,
   resolveHyperparameters,
+  withDataShape,
 } from './hyperparameters.js';
 export {
   createFileLoadHandler,
@@ -50,7 +53,7 @@ export { type MlpHyperparameters, mlpSpec } from './mlp.js';
 export {
   checkModelFitsData,
   type DataShape,
-  type HyperparameterInput,
+  isModelFilePath,
   type LoadedModelFile,
   type LoadedPlugin,
   type LoadModelFileOptions,

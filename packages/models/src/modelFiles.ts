@@ -1,21 +1,20 @@
 import { readFile, stat } from 'node:fs/promises';
-import { extname, join, resolve } from 'node:path';
+import { extname, join, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { isShardlineError, type Logger, ShardlineError, silentLogger } from '@shardline/core';
 import * as tf from '@tensorflow/tfjs';
 import { deriveSeed, randomSeed } from './buildContext.js';
 import {
   checkSeed,
-  type HyperparameterSpec,
+  type HyperparameterInput,
   type HyperparameterValue,
+  parseHyperparameterInputs,
   showValue,
+  withDataShape,
 } from './hyperparameters.js';
 import { invalid, isPlainObject, sha256, withoutPeriod } from './internal.js';
 import { LAYERS_MODEL_FORMAT, loadModel, MODEL_JSON_FILE } from './io.js';
 import { createModelRegistry, getModelProvenance, type ModelSpec } from './registry.js';
-
-/** A hyperparameter as a command line gives it (`--hp units=64` gives the string "64"). */
-export type HyperparameterInput = string | number | boolean | readonly number[];
 
 /** Options of {@link loadModelFile}. */
 export interface LoadModelFileOptions {
@@ -31,6 +30,12 @@ export interface LoadModelFileOptions {
    * `"[32, 32, 3]"` or `"32x32x3"`. A model.json takes none.
    */
   hyperparameters?: Readonly<Record<string, HyperparameterInput>>;
+  /**
+   * The data the model will train on. An ES module spec that declares `inputShape` or
+   * `numClasses` hyperparameters gets them from here unless `hyperparameters` gives them, as the
+   * built-in models do. Ignored for a model.json, whose input is fixed by its topology.
+   */
+  dataShape?: DataShape;
   /** Receives a debug record per load. Default: silent. */
   logger?: Logger;
 }
@@ -98,6 +103,26 @@ const SEEDED_INITIALIZERS = new Set([
 ]);
 
 const MODULE_EXTENSIONS = new Set(['.mjs', '.js']);
+
+/**
+ * Whether a `--model` value names a file rather than a registered model: it has a path
+ * separator, starts with `.`, or ends in `.json`, `.mjs` or `.js`. Registry names are plain
+ * words such as `seed-cnn`, so the two never collide.
+ *
+ * @example
+ * ```ts
+ * isModelFilePath('seed-cnn'); // false
+ * isModelFilePath('./my-cnn/model.json'); // true
+ * ```
+ */
+export function isModelFilePath(value: string): boolean {
+  return (
+    value.includes('/') ||
+    value.includes(sep) ||
+    value.startsWith('.') ||
+    ['.json', ...MODULE_EXTENSIONS].includes(extname(value).toLowerCase())
+  );
+}
 
 async function readSource(path: string, what: string): Promise<Buffer> {
   try {
@@ -298,32 +323,6 @@ async function loadLayersFile(
   return { model, kind: 'layers-model', path, sha256: digest, weights: 'seeded', seed };
 }
 
-/** Parses `--hp` strings by the declared type; leaves anything it cannot parse for validation. */
-function coerceHyperparameters(
-  specs: { readonly [name: string]: HyperparameterSpec },
-  given: Readonly<Record<string, HyperparameterInput>>,
-): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [name, raw] of Object.entries(given)) {
-    const spec = specs[name];
-    if (spec === undefined || typeof raw !== 'string') {
-      out[name] = raw;
-      continue;
-    }
-    const text = raw.trim();
-    if (spec.type === 'integer[]') {
-      const inner = text.replace(/^\[(.*)\]$/s, '$1').trim();
-      const parts = inner === '' ? [] : inner.split(/\s*[,x\s]\s*/);
-      const values = parts.map((p) => (/^[-+]?\d+(\.\d+)?$/.test(p) ? Number(p) : Number.NaN));
-      out[name] = values.every((v) => Number.isFinite(v)) ? values : raw;
-    } else {
-      const value = text === '' ? Number.NaN : Number(text);
-      out[name] = Number.isFinite(value) ? value : raw;
-    }
-  }
-  return out;
-}
-
 async function loadModuleFile(
   path: string,
   bytes: Buffer,
@@ -361,9 +360,10 @@ async function loadModuleFile(
   const registry = createModelRegistry({ builtins: false });
   registry.register(spec);
   const stored = registry.get(spec.name);
-  const hyperparameters = coerceHyperparameters(
+  const hyperparameters = withDataShape(
     stored.hyperparameters,
-    options.hyperparameters ?? {},
+    parseHyperparameterInputs(stored.hyperparameters, options.hyperparameters ?? {}),
+    options.dataShape,
   );
   const model = registry.create(stored.name, {
     ...(hyperparameters as Record<string, HyperparameterValue>),

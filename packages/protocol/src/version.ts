@@ -6,12 +6,13 @@ import { ShardlineError } from '@shardline/core/errors';
 /**
  * The version of the Shardline wire protocol this package speaks, sent in
  * `JoinRequest.protocol_version` and `JoinResponse.protocol_version`. It matches the
- * `PROTOCOL_VERSION = 2` comment in proto/shardline/v1/tensor.proto; change both together, and
+ * `PROTOCOL_VERSION = 3` comment in proto/shardline/v1/tensor.proto; change both together, and
  * only when an older peer would misread the new messages (see that comment). Version 2 sends
- * hyperparameters and evaluation counts as typed messages instead of JSON strings, so version-1
- * peers are refused.
+ * hyperparameters and evaluation counts as typed messages instead of JSON strings; version 3
+ * ships the model's topology, plugins and image-folder dataset in the job, so older peers (which
+ * build the model from its registry name) are refused.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Who the other side of a version check is, for the refusal message. */
 export interface PeerDescription {

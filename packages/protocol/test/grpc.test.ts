@@ -136,6 +136,9 @@ const implementation: CoordinatorServiceServer = {
   getStatus(_call, callback) {
     callback(toGrpcStatus(new Error('not implemented in this test')), null);
   },
+  fetchDataset(call) {
+    call.destroy(toGrpcStatus(new Error('not implemented in this test')) as unknown as Error);
+  },
 };
 
 const servers: Server[] = [];
@@ -338,6 +341,7 @@ describe('CoordinatorService over a real grpc-js server on loopback', { timeout:
             previousWorkerId: '',
             maxReceiveMessageBytes: 0,
             softwareVersion: '0.1.0',
+            pluginSha256: [],
           },
           (error, response) => (error ? reject(error) : resolve(response)),
         ),

@@ -116,7 +116,7 @@ describe('protocol version check', () => {
       );
       expect(proto.match(/PROTOCOL_VERSION = (\d+)/)?.[1], file).toBe(String(PROTOCOL_VERSION));
     }
-    expect(PROTOCOL_VERSION).toBe(2);
+    expect(PROTOCOL_VERSION).toBe(3);
   });
 
   it('accepts its own version and refuses others, naming both versions', () => {
@@ -126,16 +126,16 @@ describe('protocol version check', () => {
     const older = protocolVersionError(1, { role: 'worker', name: 'gpu-box-2' });
     expect(older?.code).toBe('MISMATCH');
     expect(older?.message).toBe(
-      'Shardline protocol version mismatch: this process speaks version 2, the worker gpu-box-2 ' +
+      'Shardline protocol version mismatch: this process speaks version 3, the worker gpu-box-2 ' +
         'speaks version 1. Upgrade the worker gpu-box-2 to the same Shardline release as this process.',
     );
-    const newer = protocolVersionError(3, { role: 'worker', name: 'gpu-box-2' });
+    const newer = protocolVersionError(4, { role: 'worker', name: 'gpu-box-2' });
     expect(newer?.code).toBe('MISMATCH');
     expect(newer?.message).toBe(
-      'Shardline protocol version mismatch: this process speaks version 2, the worker gpu-box-2 ' +
-        'speaks version 3. Upgrade this process to the same Shardline release as the other side.',
+      'Shardline protocol version mismatch: this process speaks version 3, the worker gpu-box-2 ' +
+        'speaks version 4. Upgrade this process to the same Shardline release as the other side.',
     );
-    expect(protocolVersionError(1, { role: 'coordinator' }, 3)?.message).toContain(
+    expect(protocolVersionError(1, { role: 'coordinator' }, 4)?.message).toContain(
       'Upgrade the coordinator to the same Shardline release',
     );
     expect(() => checkProtocolVersion(0, { role: 'worker' })).toThrowError(

@@ -46,6 +46,15 @@ export interface ShareResult {
 /** The top-k accuracies every evaluation reports (top-1 and top-3), so slices merge exactly. */
 export const EVALUATION_TOP_K: readonly number[] = [1, 3];
 
+/**
+ * The top-k list of an evaluation over `numClasses` classes: {@link EVALUATION_TOP_K} without
+ * the k that are not below the class count (top-3 of 2 or 3 classes says nothing, and the
+ * metrics refuse k above the class count). Every process derives the same list.
+ */
+export function evaluationTopK(numClasses: number): number[] {
+  return EVALUATION_TOP_K.filter((k) => k === 1 || k < numClasses);
+}
+
 /** A slice of the test set to evaluate: images [start, end). */
 export interface EvalAssignment {
   start: number;

@@ -9,6 +9,7 @@ export { averageGradients } from './averageGradients.js';
 export {
   EVALUATION_TOP_K,
   type EvalAssignment,
+  evaluationTopK,
   fixedMembership,
   type Membership,
   type ShareAssignment,

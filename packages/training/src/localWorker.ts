@@ -13,8 +13,8 @@ import { createEpochPlan, type ImageSet, identityOrder, makeBatch } from '@shard
 import type { ClassificationState } from '@shardline/metrics';
 import { createClassificationAccumulator } from '@shardline/metrics';
 import {
-  EVALUATION_TOP_K,
   type EvalAssignment,
+  evaluationTopK,
   type ShareAssignment,
   type ShareResult,
   type TrainingWorker,
@@ -124,7 +124,7 @@ export function evaluateSlice(
   const accumulator = createClassificationAccumulator({
     numClasses: classNames.length,
     classNames,
-    topK: [...EVALUATION_TOP_K],
+    topK: evaluationTopK(classNames.length),
   });
   const order = identityOrder(set.count);
   for (let start = slice.start; start < slice.end; start += batchSize) {

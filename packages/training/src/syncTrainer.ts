@@ -31,7 +31,7 @@ import { shareSize, stepsPerEpoch } from '@shardline/datasets';
 import { type ClassificationReport, createClassificationAccumulator } from '@shardline/metrics';
 import { averageGradients } from './averageGradients.js';
 import {
-  EVALUATION_TOP_K,
+  evaluationTopK,
   type Membership,
   type ShareAssignment,
   type ShareResult,
@@ -420,7 +420,7 @@ async function evaluateAll(
     const accumulator = createClassificationAccumulator({
       numClasses: options.classNames.length,
       classNames: options.classNames,
-      topK: [...EVALUATION_TOP_K],
+      topK: evaluationTopK(options.classNames.length),
     });
     const settled = await Promise.allSettled(
       members.map(async (worker, rank) => {

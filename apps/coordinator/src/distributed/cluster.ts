@@ -3,12 +3,19 @@
  * and the membership the synchronous trainer asks for before every step.
  */
 import { randomUUID } from 'node:crypto';
-import type { ServerDuplexStream, ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
+import type {
+  ServerDuplexStream,
+  ServerUnaryCall,
+  ServerWritableStream,
+  sendUnaryData,
+} from '@grpc/grpc-js';
 import { type Logger, type ParamLayout, ShardlineError, toShardlineError } from '@shardline/core';
 import {
   type CoordinatorServiceServer,
   checkProtocolVersion,
   type EpochMetrics as EpochMetricsMessage,
+  type FetchDatasetRequest,
+  type FetchDatasetResponse,
   type GetStatusRequest,
   type GetStatusResponse,
   type JobSpec,
@@ -17,6 +24,7 @@ import {
   type JoinResponse,
   type LeaveRequest,
   type LeaveResponse,
+  type PluginRequirement,
   PROTOCOL_VERSION,
   type StopReason,
   StopReason as StopReasonEnum,
@@ -27,6 +35,7 @@ import {
 } from '@shardline/protocol';
 import type { Membership, TrainingWorker } from '@shardline/training';
 import type { Reporter } from '../reporter.js';
+import { type DatasetFile, serveDatasetFile } from './datasetTransfer.js';
 import {
   createRemoteWorker,
   createWeightsEncoder,
@@ -57,6 +66,8 @@ export interface ClusterOptions {
   workerTimeoutMs?: number;
   /** Told to workers in JoinResponse. Default 2,000 ms. */
   heartbeatIntervalMs?: number;
+  /** The decoded image-folder file FetchDataset sends (jobs on an image folder). */
+  datasetFile?: DatasetFile;
   reporter: Reporter;
   logger: Logger;
 }
@@ -103,6 +114,7 @@ export const JOIN_LIMITS = {
   capabilities: 32,
   capability: 64,
   supportedDtypes: 8,
+  pluginSha256: 64,
 } as const;
 
 /**
@@ -118,6 +130,11 @@ interface ClusterState {
   readonly joined: Map<string, RemoteWorkerInfo>;
   /** When each join that has not attached yet arrived (Date.now()). */
   readonly pendingSince: Map<string, number>;
+  /**
+   * Joins fetching the dataset right now, by id, with how many fetches each has open: they are
+   * not forgotten while a transfer runs, however long it takes.
+   */
+  readonly fetching: Map<string, number>;
   readonly rejections: Record<RejectionReason, number>;
   /** Workers with an open Train stream, in rank order. */
   readonly attached: RemoteWorker[];
@@ -138,6 +155,7 @@ export function createCluster(options: ClusterOptions): Cluster {
     options,
     joined: new Map(),
     pendingSince: new Map(),
+    fetching: new Map(),
     rejections: { 'non-finite gradient': 0, report: 0, evaluation: 0 },
     attached: [],
     removed: new Set(),
@@ -159,6 +177,7 @@ export function createCluster(options: ClusterOptions): Cluster {
       train: (call) => handleTrain(state, call),
       leave: handleUnary(state, 'Leave', leave),
       getStatus: handleUnary(state, 'GetStatus', getStatus),
+      fetchDataset: (call) => handleFetchDataset(state, call),
     },
     attached: () => state.attached,
     setProgress(update) {
@@ -233,6 +252,7 @@ function join(state: ClusterState, request: JoinRequest): JoinResponse {
   try {
     checkProtocolVersion(request.protocolVersion, { role: 'worker', name: request.workerName });
     checkJoinBounds(request);
+    checkPlugins(request, options.job.plugins);
     if (state.pendingSince.size >= MAX_PENDING_JOINS) {
       throw new ShardlineError(
         'INVALID_ARGUMENT',
@@ -437,7 +457,7 @@ function startHeartbeatSweep(state: ClusterState): NodeJS.Timeout | undefined {
 function forgetStaleJoins(state: ClusterState, now: number, ms: number): void {
   let forgotten = 0;
   for (const [id, since] of state.pendingSince) {
-    if (now - since <= ms) continue;
+    if (now - since <= ms || state.fetching.has(id)) continue;
     state.pendingSince.delete(id);
     state.joined.delete(id);
     forgotten++;
@@ -476,6 +496,9 @@ function checkJoinBounds(request: JoinRequest): void {
       throw over('capability', capability.length, JOIN_LIMITS.capability, 'characters');
     }
   }
+  if (request.pluginSha256.length > JOIN_LIMITS.pluginSha256) {
+    throw over('plugin_sha256', request.pluginSha256.length, JOIN_LIMITS.pluginSha256, 'entries');
+  }
   if (request.supportedDtypes.length > JOIN_LIMITS.supportedDtypes) {
     throw over(
       'supported_dtypes',
@@ -483,6 +506,61 @@ function checkJoinBounds(request: JoinRequest): void {
       JOIN_LIMITS.supportedDtypes,
       'entries',
     );
+  }
+}
+
+/**
+ * Refuses a worker that has not loaded every plugin the job's model needs, by content: the same
+ * layer class name from another file could compute something else, and replicas must agree.
+ */
+function checkPlugins(request: JoinRequest, plugins: readonly PluginRequirement[]): void {
+  const loaded = new Set(request.pluginSha256);
+  const missing = plugins.filter((p) => !loaded.has(p.sha256));
+  if (missing.length === 0) return;
+  const list = missing
+    .map((p) => {
+      const classes = p.classNames.length > 0 ? `, registering ${p.classNames.join(', ')}` : '';
+      return `${p.name} (sha256 ${p.sha256.slice(0, 12)}...${classes})`;
+    })
+    .join('; ');
+  const other =
+    request.pluginSha256.length > 0
+      ? ` It loaded ${request.pluginSha256.length} other plugin file(s): a different version of a file counts as another plugin.`
+      : '';
+  throw new ShardlineError(
+    'MISMATCH',
+    `This job's model needs the plugin ${list}, which this worker has not loaded.${other} ` +
+      `Start the worker with ${missing.map((p) => `--plugin <path to ${p.name}>`).join(' ')}, using the coordinator's file.`,
+    { details: { missing: missing.map((p) => p.sha256) } },
+  );
+}
+
+/**
+ * FetchDataset: sends the decoded dataset to a joined worker. The join is kept (not forgotten
+ * after --worker-timeout) while the transfer runs, and its clock restarts when it ends, so a
+ * large dataset on a slow link does not cost the worker its place.
+ */
+async function handleFetchDataset(
+  state: ClusterState,
+  call: ServerWritableStream<FetchDatasetRequest, FetchDatasetResponse>,
+): Promise<void> {
+  const id = call.request.workerId;
+  const known = state.joined.has(id);
+  if (known) state.fetching.set(id, (state.fetching.get(id) ?? 0) + 1);
+  try {
+    await serveDatasetFile(call, {
+      file: state.options.datasetFile,
+      isJoined: (workerId) => state.joined.has(workerId),
+      maxChunkBytes: state.options.job.maxChunkBytes,
+      logger: state.options.logger,
+    });
+  } finally {
+    if (known) {
+      const open = (state.fetching.get(id) ?? 1) - 1;
+      if (open > 0) state.fetching.set(id, open);
+      else state.fetching.delete(id);
+      if (state.pendingSince.has(id)) state.pendingSince.set(id, Date.now());
+    }
   }
 }
 

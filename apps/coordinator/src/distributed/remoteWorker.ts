@@ -25,8 +25,8 @@ import {
 import {
   checkEvaluationReport,
   checkShareReport,
-  EVALUATION_TOP_K,
   type EvalAssignment,
+  evaluationTopK,
   type ShareAssignment,
   type ShareNumbers,
   type ShareResult,
@@ -273,7 +273,7 @@ export function createRemoteWorker(
       state = stateFromCounts(result.counts, context.classNames, info.name);
       checkEvaluationReport(state, evaluation.slice, info.name, {
         numClasses: context.classNames.length,
-        topK: EVALUATION_TOP_K,
+        topK: evaluationTopK(context.classNames.length),
       });
     } catch (error) {
       context.onRejected?.('evaluation');
@@ -429,10 +429,11 @@ function stateFromCounts(
     }
     return Number(value);
   };
-  if (counts.topK.join() !== EVALUATION_TOP_K.join()) {
+  const topK = evaluationTopK(classNames.length);
+  if (counts.topK.join() !== topK.join()) {
     throw new ShardlineError(
       'INVALID_ARGUMENT',
-      `Worker ${worker} reported top_k [${counts.topK.join(', ')}], expected [${EVALUATION_TOP_K.join(', ')}]. The report was rejected and the work is redone without this worker.`,
+      `Worker ${worker} reported top_k [${counts.topK.join(', ')}], expected [${topK.join(', ')}]. The report was rejected and the work is redone without this worker.`,
       { details: { field: 'top_k' } },
     );
   }
@@ -440,7 +441,7 @@ function stateFromCounts(
     version: 1,
     numClasses: classNames.length,
     classNames: [...classNames],
-    topK: [...EVALUATION_TOP_K],
+    topK,
     epsilon: DEFAULT_EPSILON,
     count: toNumber(counts.count, 'count'),
     confusion: counts.confusion.map((v, i) => toNumber(v, `confusion entry ${i}`)),

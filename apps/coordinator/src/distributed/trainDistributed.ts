@@ -10,24 +10,30 @@ import {
   readWeights,
   ShardlineError,
   selectBackend,
-  toShardlineError,
   writeWeights,
 } from '@shardline/core';
-import { getDataset, loadDataset } from '@shardline/datasets';
-import { createModel } from '@shardline/models';
 import {
   applyServerFlowControlWindow,
   CoordinatorServiceDefinition,
   type DataType,
   DEFAULT_CHUNK_BYTES,
   exchangeLogFields,
+  type JobSpec,
   JobState,
   SERVER_OPTIONS,
   StopReason,
 } from '@shardline/protocol';
 import { runSynchronousTraining } from '@shardline/training';
 import { HealthImplementation } from 'grpc-health-check';
-import { checkpointOptions, finishRun, type RunControl, type TrainResult } from '../job.js';
+import {
+  checkpointOptions,
+  finishRun,
+  type JobSources,
+  type RunControl,
+  type TrainResult,
+} from '../job.js';
+import { loadJobData } from '../jobData.js';
+import { pluginRequirements, resolveJobModel, wireHyperparameters } from '../jobModel.js';
 import type { Reporter } from '../reporter.js';
 import { prepareOutDir } from '../runOutputs.js';
 import type { TrainConfig } from '../trainConfig.js';
@@ -80,33 +86,6 @@ function bind(server: Server, address: string, credentials: ServerCredentials): 
   );
 }
 
-/**
- * The test set's labels when this machine has the dataset (it never downloads it: workers may be
- * the only ones with data), so that each evaluation slice's confusion matrix can be checked
- * class by class. Without them evaluations are still checked by count.
- */
-async function localTestLabels(
-  config: TrainConfig,
-  logger: Logger,
-): Promise<Uint8Array | undefined> {
-  try {
-    const data = await loadDataset(config.dataset, {
-      ...(config.dataDir === undefined ? {} : { dataDir: config.dataDir }),
-      // One training image: the rest is not copied and can be collected at once.
-      limitTrain: 1,
-      ...(config.limitTest > 0 ? { limitTest: config.limitTest } : {}),
-      download: false,
-    });
-    return data.test.labels;
-  } catch (error) {
-    logger.info('no local copy of the test labels: evaluations are checked by count only', {
-      dataset: config.dataset,
-      reason: toShardlineError(error).message,
-    });
-    return undefined;
-  }
-}
-
 /** Runs a whole distributed job. */
 export async function trainDistributed(
   config: TrainConfig,
@@ -115,6 +94,7 @@ export async function trainDistributed(
   logger: Logger,
   streams: { stderr: { write(chunk: string): unknown } },
   control: RunControl = {},
+  sources: JobSources = {},
 ): Promise<TrainResult> {
   const started = Date.now();
   // Security first: bad PEM files or an unprotected non-loopback --listen fail before any work.
@@ -130,23 +110,28 @@ export async function trainDistributed(
   let healthPort: HealthPort | undefined;
   try {
     const selection = await selectBackend(config.backend, { logger });
-    const descriptor = getDataset(config.dataset);
-    const trainCount =
-      config.limitTrain > 0
-        ? Math.min(config.limitTrain, descriptor.train.count)
-        : descriptor.train.count;
-    const testCount =
-      config.limitTest > 0
-        ? Math.min(config.limitTest, descriptor.test.count)
-        : descriptor.test.count;
-    const model = createModel(config.model, { seed: config.seed });
+    const data = await loadJobData(config, {
+      load: 'describe',
+      logger,
+      ...(sources.sets ? { sets: sources.sets } : {}),
+    });
+    const { trainCount, testCount, classNames } = data;
+    const resolved = await resolveJobModel({
+      model: sources.model ?? config.model,
+      hyperparameters: config.hyperparameters,
+      plugins: config.plugins,
+      seed: config.seed,
+      data: { ...data, numClasses: classNames.length },
+      logger,
+    });
+    const model = resolved.model;
     const layout = describeLayout(model);
     const params = readWeights(model, layout);
-    const job = {
+    const job: JobSpec = {
       jobId: `${Date.now().toString(36)}-${process.pid}`,
-      modelName: config.model,
-      hyperparameters: {},
-      datasetName: config.dataset,
+      modelName: resolved.label,
+      hyperparameters: wireHyperparameters(resolved.hyperparameters),
+      datasetName: data.label,
       seed: config.seed,
       globalBatchSize: config.batchSize,
       epochs: config.epochs,
@@ -159,12 +144,24 @@ export async function trainDistributed(
       limitTest: config.limitTest,
       augment: config.augment,
       evalBatchSize: config.evalBatchSize,
+      model: resolved.artifacts,
+      plugins: pluginRequirements(resolved.plugins),
+      dataset: data.folder?.spec,
     };
+    // The decoded folder is in the cache file now; the coordinator itself trains on nothing.
+    const datasetFile = data.folder
+      ? {
+          path: data.folder.cachePath,
+          fingerprint: data.folder.spec.fingerprint,
+          size: Number(data.folder.spec.cacheBytes),
+        }
+      : undefined;
     const checkpoints = await checkpointOptions(config, outDir.path, layout, logger);
     cluster = createCluster({
       job,
       layout,
-      classNames: descriptor.classNames,
+      classNames,
+      ...(datasetFile && datasetFile.size > 0 ? { datasetFile } : {}),
       minWorkers: settings.minWorkers,
       maxWorkers: settings.maxWorkers,
       waitTimeoutMs: settings.waitTimeoutMs,
@@ -203,8 +200,8 @@ export async function trainDistributed(
       mode: 'distributed',
       listen: address,
       ...(healthPort ? { health_listen: healthPort.address } : {}),
-      model: config.model,
-      dataset: config.dataset,
+      model: resolved.label,
+      dataset: data.label,
       backend: selection.backend,
       parameters: layout.size,
       layout_fingerprint: layout.fingerprint,
@@ -238,6 +235,8 @@ export async function trainDistributed(
           logger.level,
           ...(config.dataDir === undefined ? [] : ['--data-dir', config.dataDir]),
           ...(config.download ? [] : ['--no-download']),
+          // Absolute paths: the coordinator's plugins, by the same files, on its own workers.
+          ...resolved.plugins.flatMap((plugin) => ['--plugin', plugin.path]),
           ...link.args,
         ],
         env: link.env,
@@ -275,14 +274,14 @@ export async function trainDistributed(
         reporter.epochEnd(m);
       },
     };
-    const testLabels = await localTestLabels(config, logger);
+    const testLabels = data.testLabels;
     const result = await runSynchronousTraining({
       config,
       layout,
       params,
       trainCount,
       testCount,
-      classNames: descriptor.classNames,
+      classNames,
       ...(testLabels ? { testLabels } : {}),
       membership: cluster,
       reporter: tracking,
@@ -308,12 +307,14 @@ export async function trainDistributed(
       layout,
       config,
       backend: selection.backend,
-      classNames: descriptor.classNames,
+      classNames,
       started,
       reporter,
       logger,
       writeWeights: () => writeWeights(model, result.weights.params, layout),
       rejectedReports: cluster.rejections(),
+      data,
+      plugins: resolved.plugins,
     });
   } catch (error) {
     cluster?.setProgress({ state: JobState.FAILED });

@@ -12,8 +12,10 @@ import {
   Client,
   type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
   type handleBidiStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -25,12 +27,16 @@ import { DataType, dataTypeFromJSON, dataTypeToJSON, TensorChunk } from "./tenso
 /**
  * Shardline wire protocol: the coordinator service that workers call.
  *
- * PROTOCOL_VERSION = 2 (see tensor.proto for what changes it). Version 2 replaced the JSON
+ * PROTOCOL_VERSION = 3 (see tensor.proto for what changes it). Version 2 replaced the JSON
  * strings JobSpec.hyperparameters_json and EvaluationResult.state_json with typed messages.
+ * Version 3 ships the model's topology in the job (workers build it from JobSpec.model, never
+ * from a registry name), names the plugins and the image-folder dataset a job needs, and adds
+ * FetchDataset, so a worker needs no copy of the model or the data.
  *
  * A worker's life:
  *   1. Join: version check and handshake. The coordinator assigns a worker id and returns the
- *      job spec (model, hyperparameters, dataset, seed, encodings, chunk size).
+ *      job spec (model, hyperparameters, dataset, seed, encodings, chunk size). A worker without
+ *      the job's dataset fetches it with FetchDataset before it attaches.
  *   2. Train: one bidirectional stream for the rest of the job. The worker's first message is
  *      Attach. Per step the coordinator sends the weights the step needs (only when the worker
  *      does not hold that version yet), then a StepAssignment; the worker answers with its
@@ -266,6 +272,12 @@ export interface JoinRequest {
    * bounds its length and refuses a longer one with INVALID_ARGUMENT.
    */
   softwareVersion: string;
+  /**
+   * SHA-256 (64 lowercase hex digits) of each plugin module the worker loaded (--plugin). The
+   * coordinator refuses, with FAILED_PRECONDITION naming the plugin, a worker that lacks one of
+   * JobSpec.plugins. It bounds how many there are.
+   */
+  pluginSha256: string[];
 }
 
 /** The coordinator admits a worker. */
@@ -291,9 +303,15 @@ export interface JoinResponse {
 export interface JobSpec {
   /** Unique per training run. A reconnecting worker that finds another job id starts afresh. */
   jobId: string;
-  /** A name from the model registry, such as "seed-cnn". */
+  /**
+   * The model's name for logs: a registry name such as "seed-cnn", or the file it came from.
+   * Workers build the model from `model`, not from this name.
+   */
   modelName: string;
-  /** A dataset name, such as "fashion-mnist". */
+  /**
+   * A built-in dataset's name, such as "fashion-mnist"; for an image folder, the folder's name
+   * (for logs), with `dataset` saying what it is.
+   */
   datasetName: string;
   /**
    * Seeds shuffling and augmentation, so that every process derives the same sample order and
@@ -334,11 +352,99 @@ export interface JobSpec {
    * grow settings without changing the wire contract; the model registry validates the values.
    */
   hyperparameters: { [key: string]: HyperparameterValue };
+  /**
+   * The model to train, as TensorFlow.js model artifacts without weights: every worker builds it
+   * from the topology, and the coordinator sends the initial weights on the Train stream as for
+   * any step. Always set from version 3.
+   */
+  model:
+    | ModelArtifacts
+    | undefined;
+  /** Plugin modules (custom layer classes) the topology needs; see JoinRequest.plugin_sha256. */
+  plugins: PluginRequirement[];
+  /** Set when the job trains on an image folder instead of the built-in dataset `dataset_name`. */
+  dataset: ImageFolderDataset | undefined;
 }
 
 export interface JobSpec_HyperparametersEntry {
   key: string;
   value: HyperparameterValue | undefined;
+}
+
+/** A model's architecture as TensorFlow.js writes it in model.json. */
+export interface ModelArtifacts {
+  /** model.json's "modelTopology" (a Keras model config), as JSON text. */
+  topologyJson: string;
+  /** Where the coordinator got it, for logs: "builtin", "layers-model" or "module". */
+  source: string;
+}
+
+/** A plugin module a job's model needs. */
+export interface PluginRequirement {
+  /** The module's file name on the coordinator, for messages ("scale-layer.mjs"). */
+  name: string;
+  /** SHA-256 of the module's source, 64 lowercase hex digits: what identifies it. */
+  sha256: string;
+  /** The layer classes it registers, for messages. */
+  classNames: string[];
+}
+
+/**
+ * An image-folder dataset (Keras' image_dataset_from_directory layout), as the coordinator
+ * decoded it. A worker rebuilds it from its own copy of the folder with the same options, or
+ * reads its cache file, or fetches that file with FetchDataset; either way the fingerprint must
+ * match.
+ */
+export interface ImageFolderDataset {
+  /** SHA-256 (hex) of the folder's files and the options below: names the decoded cache file. */
+  fingerprint: string;
+  /** The folder's path on the coordinator's machine; a worker looks there first. */
+  folder: string;
+  /** --image-size as given: 0 x 0 when the images' own size was used. */
+  imageHeight: number;
+  imageWidth: number;
+  /** --color-mode as given ("grayscale", "rgb"), empty when chosen from the images. */
+  colorMode: string;
+  /** --class-names as given; empty when the sorted subfolders were used. */
+  classNamesGiven: string[];
+  /** --validation-split; 0 when the folder has train/ and test/. */
+  validationSplit: number;
+  /** The seed of the validation split. */
+  splitSeed: number;
+  /** What the options gave: the decoded shape, the classes in label order, the split sizes. */
+  height: number;
+  width: number;
+  channels: number;
+  classNames: string[];
+  trainCount: number;
+  testCount: number;
+  /** Size of the decoded cache file FetchDataset sends; 0 when the coordinator cannot send it. */
+  cacheBytes: bigint;
+}
+
+/** Asks for a piece of the job's decoded dataset. */
+export interface FetchDatasetRequest {
+  /** The worker id from JoinResponse. */
+  workerId: string;
+  /** JobSpec.dataset.fingerprint: the coordinator refuses any other. */
+  fingerprint: string;
+  /** First byte wanted: 0, or the size of what an earlier, broken transfer wrote. */
+  offset: bigint;
+}
+
+/** One piece of the decoded dataset file, in order from the requested offset. */
+export interface FetchDatasetResponse {
+  /** Where `data` starts in the file. */
+  offset: bigint;
+  /** At most JobSpec.max_chunk_bytes bytes. */
+  data: Buffer;
+  /** The whole file's size. */
+  totalBytes: bigint;
+  /**
+   * CRC-32 (IEEE, as TensorChunk.payload_crc32) of `data`; the file also ends with a SHA-256
+   * of its contents, which the worker checks before using it.
+   */
+  crc32: number;
 }
 
 /** The value of one model hyperparameter. */
@@ -650,6 +756,7 @@ function createBaseJoinRequest(): JoinRequest {
     previousWorkerId: "",
     maxReceiveMessageBytes: 0,
     softwareVersion: "",
+    pluginSha256: [],
   };
 }
 
@@ -688,6 +795,9 @@ export const JoinRequest: MessageFns<JoinRequest> = {
     }
     if (message.softwareVersion !== "") {
       writer.uint32(82).string(message.softwareVersion);
+    }
+    for (const v of message.pluginSha256) {
+      writer.uint32(90).string(v!);
     }
     return writer;
   },
@@ -795,6 +905,14 @@ export const JoinRequest: MessageFns<JoinRequest> = {
             message.softwareVersion = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.pluginSha256.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -845,6 +963,11 @@ export const JoinRequest: MessageFns<JoinRequest> = {
         : isSet(object.software_version)
         ? globalThis.String(object.software_version)
         : "",
+      pluginSha256: globalThis.Array.isArray(object?.pluginSha256)
+        ? object.pluginSha256.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.plugin_sha256)
+        ? object.plugin_sha256.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -880,6 +1003,9 @@ export const JoinRequest: MessageFns<JoinRequest> = {
     if (message.softwareVersion !== "") {
       obj.softwareVersion = message.softwareVersion;
     }
+    if (message.pluginSha256?.length) {
+      obj.pluginSha256 = message.pluginSha256;
+    }
     return obj;
   },
 
@@ -898,6 +1024,7 @@ export const JoinRequest: MessageFns<JoinRequest> = {
     message.previousWorkerId = object.previousWorkerId ?? "";
     message.maxReceiveMessageBytes = object.maxReceiveMessageBytes ?? 0;
     message.softwareVersion = object.softwareVersion ?? "";
+    message.pluginSha256 = object.pluginSha256?.map((e) => e) || [];
     return message;
   },
 };
@@ -1074,6 +1201,9 @@ function createBaseJobSpec(): JobSpec {
     augment: false,
     evalBatchSize: 0,
     hyperparameters: {},
+    model: undefined,
+    plugins: [],
+    dataset: undefined,
   };
 }
 
@@ -1127,6 +1257,15 @@ export const JobSpec: MessageFns<JobSpec> = {
     globalThis.Object.entries(message.hyperparameters).forEach(([key, value]: [string, HyperparameterValue]) => {
       JobSpec_HyperparametersEntry.encode({ key: key as any, value }, writer.uint32(138).fork()).join();
     });
+    if (message.model !== undefined) {
+      ModelArtifacts.encode(message.model, writer.uint32(146).fork()).join();
+    }
+    for (const v of message.plugins) {
+      PluginRequirement.encode(v!, writer.uint32(154).fork()).join();
+    }
+    if (message.dataset !== undefined) {
+      ImageFolderDataset.encode(message.dataset, writer.uint32(162).fork()).join();
+    }
     return writer;
   },
 
@@ -1274,6 +1413,30 @@ export const JobSpec: MessageFns<JobSpec> = {
             }
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.model = ModelArtifacts.decode(reader, reader.uint32());
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.plugins.push(PluginRequirement.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.dataset = ImageFolderDataset.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1365,6 +1528,11 @@ export const JobSpec: MessageFns<JobSpec> = {
           {},
         )
         : {},
+      model: isSet(object.model) ? ModelArtifacts.fromJSON(object.model) : undefined,
+      plugins: globalThis.Array.isArray(object?.plugins)
+        ? object.plugins.map((e: any) => PluginRequirement.fromJSON(e))
+        : [],
+      dataset: isSet(object.dataset) ? ImageFolderDataset.fromJSON(object.dataset) : undefined,
     };
   },
 
@@ -1424,6 +1592,15 @@ export const JobSpec: MessageFns<JobSpec> = {
         });
       }
     }
+    if (message.model !== undefined) {
+      obj.model = ModelArtifacts.toJSON(message.model);
+    }
+    if (message.plugins?.length) {
+      obj.plugins = message.plugins.map((e) => PluginRequirement.toJSON(e));
+    }
+    if (message.dataset !== undefined) {
+      obj.dataset = ImageFolderDataset.toJSON(message.dataset);
+    }
     return obj;
   },
 
@@ -1457,6 +1634,13 @@ export const JobSpec: MessageFns<JobSpec> = {
         },
         {},
       );
+    message.model = (object.model !== undefined && object.model !== null)
+      ? ModelArtifacts.fromPartial(object.model)
+      : undefined;
+    message.plugins = object.plugins?.map((e) => PluginRequirement.fromPartial(e)) || [];
+    message.dataset = (object.dataset !== undefined && object.dataset !== null)
+      ? ImageFolderDataset.fromPartial(object.dataset)
+      : undefined;
     return message;
   },
 };
@@ -1544,6 +1728,791 @@ export const JobSpec_HyperparametersEntry: MessageFns<JobSpec_HyperparametersEnt
     message.value = (object.value !== undefined && object.value !== null)
       ? HyperparameterValue.fromPartial(object.value)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseModelArtifacts(): ModelArtifacts {
+  return { topologyJson: "", source: "" };
+}
+
+export const ModelArtifacts: MessageFns<ModelArtifacts> = {
+  encode(message: ModelArtifacts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.topologyJson !== "") {
+      writer.uint32(10).string(message.topologyJson);
+    }
+    if (message.source !== "") {
+      writer.uint32(18).string(message.source);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelArtifacts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelArtifacts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.topologyJson = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ModelArtifacts {
+    return {
+      topologyJson: isSet(object.topologyJson)
+        ? globalThis.String(object.topologyJson)
+        : isSet(object.topology_json)
+        ? globalThis.String(object.topology_json)
+        : "",
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
+    };
+  },
+
+  toJSON(message: ModelArtifacts): unknown {
+    const obj: any = {};
+    if (message.topologyJson !== "") {
+      obj.topologyJson = message.topologyJson;
+    }
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ModelArtifacts>, I>>(base?: I): ModelArtifacts {
+    return ModelArtifacts.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelArtifacts>, I>>(object: I): ModelArtifacts {
+    const message = createBaseModelArtifacts();
+    message.topologyJson = object.topologyJson ?? "";
+    message.source = object.source ?? "";
+    return message;
+  },
+};
+
+function createBasePluginRequirement(): PluginRequirement {
+  return { name: "", sha256: "", classNames: [] };
+}
+
+export const PluginRequirement: MessageFns<PluginRequirement> = {
+  encode(message: PluginRequirement, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.sha256 !== "") {
+      writer.uint32(18).string(message.sha256);
+    }
+    for (const v of message.classNames) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PluginRequirement {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePluginRequirement();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.classNames.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PluginRequirement {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      classNames: globalThis.Array.isArray(object?.classNames)
+        ? object.classNames.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.class_names)
+        ? object.class_names.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PluginRequirement): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    if (message.classNames?.length) {
+      obj.classNames = message.classNames;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PluginRequirement>, I>>(base?: I): PluginRequirement {
+    return PluginRequirement.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PluginRequirement>, I>>(object: I): PluginRequirement {
+    const message = createBasePluginRequirement();
+    message.name = object.name ?? "";
+    message.sha256 = object.sha256 ?? "";
+    message.classNames = object.classNames?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseImageFolderDataset(): ImageFolderDataset {
+  return {
+    fingerprint: "",
+    folder: "",
+    imageHeight: 0,
+    imageWidth: 0,
+    colorMode: "",
+    classNamesGiven: [],
+    validationSplit: 0,
+    splitSeed: 0,
+    height: 0,
+    width: 0,
+    channels: 0,
+    classNames: [],
+    trainCount: 0,
+    testCount: 0,
+    cacheBytes: 0n,
+  };
+}
+
+export const ImageFolderDataset: MessageFns<ImageFolderDataset> = {
+  encode(message: ImageFolderDataset, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fingerprint !== "") {
+      writer.uint32(10).string(message.fingerprint);
+    }
+    if (message.folder !== "") {
+      writer.uint32(18).string(message.folder);
+    }
+    if (message.imageHeight !== 0) {
+      writer.uint32(24).uint32(message.imageHeight);
+    }
+    if (message.imageWidth !== 0) {
+      writer.uint32(32).uint32(message.imageWidth);
+    }
+    if (message.colorMode !== "") {
+      writer.uint32(42).string(message.colorMode);
+    }
+    for (const v of message.classNamesGiven) {
+      writer.uint32(50).string(v!);
+    }
+    if (message.validationSplit !== 0) {
+      writer.uint32(57).double(message.validationSplit);
+    }
+    if (message.splitSeed !== 0) {
+      writer.uint32(64).uint32(message.splitSeed);
+    }
+    if (message.height !== 0) {
+      writer.uint32(72).uint32(message.height);
+    }
+    if (message.width !== 0) {
+      writer.uint32(80).uint32(message.width);
+    }
+    if (message.channels !== 0) {
+      writer.uint32(88).uint32(message.channels);
+    }
+    for (const v of message.classNames) {
+      writer.uint32(98).string(v!);
+    }
+    if (message.trainCount !== 0) {
+      writer.uint32(104).uint32(message.trainCount);
+    }
+    if (message.testCount !== 0) {
+      writer.uint32(112).uint32(message.testCount);
+    }
+    if (message.cacheBytes !== 0n) {
+      if (BigInt.asUintN(64, message.cacheBytes) !== message.cacheBytes) {
+        throw new globalThis.Error("value provided for field message.cacheBytes of type uint64 too large");
+      }
+      writer.uint32(120).uint64(message.cacheBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImageFolderDataset {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImageFolderDataset();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fingerprint = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.folder = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.imageHeight = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.imageWidth = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.colorMode = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.classNamesGiven.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.validationSplit = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.splitSeed = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.height = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.width = reader.uint32();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.channels = reader.uint32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.classNames.push(reader.string());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.trainCount = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.testCount = reader.uint32();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.cacheBytes = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImageFolderDataset {
+    return {
+      fingerprint: isSet(object.fingerprint) ? globalThis.String(object.fingerprint) : "",
+      folder: isSet(object.folder) ? globalThis.String(object.folder) : "",
+      imageHeight: isSet(object.imageHeight)
+        ? globalThis.Number(object.imageHeight)
+        : isSet(object.image_height)
+        ? globalThis.Number(object.image_height)
+        : 0,
+      imageWidth: isSet(object.imageWidth)
+        ? globalThis.Number(object.imageWidth)
+        : isSet(object.image_width)
+        ? globalThis.Number(object.image_width)
+        : 0,
+      colorMode: isSet(object.colorMode)
+        ? globalThis.String(object.colorMode)
+        : isSet(object.color_mode)
+        ? globalThis.String(object.color_mode)
+        : "",
+      classNamesGiven: globalThis.Array.isArray(object?.classNamesGiven)
+        ? object.classNamesGiven.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.class_names_given)
+        ? object.class_names_given.map((e: any) => globalThis.String(e))
+        : [],
+      validationSplit: isSet(object.validationSplit)
+        ? globalThis.Number(object.validationSplit)
+        : isSet(object.validation_split)
+        ? globalThis.Number(object.validation_split)
+        : 0,
+      splitSeed: isSet(object.splitSeed)
+        ? globalThis.Number(object.splitSeed)
+        : isSet(object.split_seed)
+        ? globalThis.Number(object.split_seed)
+        : 0,
+      height: isSet(object.height) ? globalThis.Number(object.height) : 0,
+      width: isSet(object.width) ? globalThis.Number(object.width) : 0,
+      channels: isSet(object.channels) ? globalThis.Number(object.channels) : 0,
+      classNames: globalThis.Array.isArray(object?.classNames)
+        ? object.classNames.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.class_names)
+        ? object.class_names.map((e: any) => globalThis.String(e))
+        : [],
+      trainCount: isSet(object.trainCount)
+        ? globalThis.Number(object.trainCount)
+        : isSet(object.train_count)
+        ? globalThis.Number(object.train_count)
+        : 0,
+      testCount: isSet(object.testCount)
+        ? globalThis.Number(object.testCount)
+        : isSet(object.test_count)
+        ? globalThis.Number(object.test_count)
+        : 0,
+      cacheBytes: isSet(object.cacheBytes)
+        ? BigInt(object.cacheBytes)
+        : isSet(object.cache_bytes)
+        ? BigInt(object.cache_bytes)
+        : 0n,
+    };
+  },
+
+  toJSON(message: ImageFolderDataset): unknown {
+    const obj: any = {};
+    if (message.fingerprint !== "") {
+      obj.fingerprint = message.fingerprint;
+    }
+    if (message.folder !== "") {
+      obj.folder = message.folder;
+    }
+    if (message.imageHeight !== 0) {
+      obj.imageHeight = Math.round(message.imageHeight);
+    }
+    if (message.imageWidth !== 0) {
+      obj.imageWidth = Math.round(message.imageWidth);
+    }
+    if (message.colorMode !== "") {
+      obj.colorMode = message.colorMode;
+    }
+    if (message.classNamesGiven?.length) {
+      obj.classNamesGiven = message.classNamesGiven;
+    }
+    if (message.validationSplit !== 0) {
+      obj.validationSplit = floatToJson(message.validationSplit);
+    }
+    if (message.splitSeed !== 0) {
+      obj.splitSeed = Math.round(message.splitSeed);
+    }
+    if (message.height !== 0) {
+      obj.height = Math.round(message.height);
+    }
+    if (message.width !== 0) {
+      obj.width = Math.round(message.width);
+    }
+    if (message.channels !== 0) {
+      obj.channels = Math.round(message.channels);
+    }
+    if (message.classNames?.length) {
+      obj.classNames = message.classNames;
+    }
+    if (message.trainCount !== 0) {
+      obj.trainCount = Math.round(message.trainCount);
+    }
+    if (message.testCount !== 0) {
+      obj.testCount = Math.round(message.testCount);
+    }
+    if (message.cacheBytes !== 0n) {
+      obj.cacheBytes = message.cacheBytes.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImageFolderDataset>, I>>(base?: I): ImageFolderDataset {
+    return ImageFolderDataset.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImageFolderDataset>, I>>(object: I): ImageFolderDataset {
+    const message = createBaseImageFolderDataset();
+    message.fingerprint = object.fingerprint ?? "";
+    message.folder = object.folder ?? "";
+    message.imageHeight = object.imageHeight ?? 0;
+    message.imageWidth = object.imageWidth ?? 0;
+    message.colorMode = object.colorMode ?? "";
+    message.classNamesGiven = object.classNamesGiven?.map((e) => e) || [];
+    message.validationSplit = object.validationSplit ?? 0;
+    message.splitSeed = object.splitSeed ?? 0;
+    message.height = object.height ?? 0;
+    message.width = object.width ?? 0;
+    message.channels = object.channels ?? 0;
+    message.classNames = object.classNames?.map((e) => e) || [];
+    message.trainCount = object.trainCount ?? 0;
+    message.testCount = object.testCount ?? 0;
+    message.cacheBytes = (object.cacheBytes !== undefined && object.cacheBytes !== null)
+      ? BigInt(object.cacheBytes)
+      : 0n;
+    return message;
+  },
+};
+
+function createBaseFetchDatasetRequest(): FetchDatasetRequest {
+  return { workerId: "", fingerprint: "", offset: 0n };
+}
+
+export const FetchDatasetRequest: MessageFns<FetchDatasetRequest> = {
+  encode(message: FetchDatasetRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workerId !== "") {
+      writer.uint32(10).string(message.workerId);
+    }
+    if (message.fingerprint !== "") {
+      writer.uint32(18).string(message.fingerprint);
+    }
+    if (message.offset !== 0n) {
+      if (BigInt.asUintN(64, message.offset) !== message.offset) {
+        throw new globalThis.Error("value provided for field message.offset of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.offset);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FetchDatasetRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFetchDatasetRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fingerprint = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.offset = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FetchDatasetRequest {
+    return {
+      workerId: isSet(object.workerId)
+        ? globalThis.String(object.workerId)
+        : isSet(object.worker_id)
+        ? globalThis.String(object.worker_id)
+        : "",
+      fingerprint: isSet(object.fingerprint) ? globalThis.String(object.fingerprint) : "",
+      offset: isSet(object.offset) ? BigInt(object.offset) : 0n,
+    };
+  },
+
+  toJSON(message: FetchDatasetRequest): unknown {
+    const obj: any = {};
+    if (message.workerId !== "") {
+      obj.workerId = message.workerId;
+    }
+    if (message.fingerprint !== "") {
+      obj.fingerprint = message.fingerprint;
+    }
+    if (message.offset !== 0n) {
+      obj.offset = message.offset.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FetchDatasetRequest>, I>>(base?: I): FetchDatasetRequest {
+    return FetchDatasetRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FetchDatasetRequest>, I>>(object: I): FetchDatasetRequest {
+    const message = createBaseFetchDatasetRequest();
+    message.workerId = object.workerId ?? "";
+    message.fingerprint = object.fingerprint ?? "";
+    message.offset = (object.offset !== undefined && object.offset !== null) ? BigInt(object.offset) : 0n;
+    return message;
+  },
+};
+
+function createBaseFetchDatasetResponse(): FetchDatasetResponse {
+  return { offset: 0n, data: Buffer.alloc(0), totalBytes: 0n, crc32: 0 };
+}
+
+export const FetchDatasetResponse: MessageFns<FetchDatasetResponse> = {
+  encode(message: FetchDatasetResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.offset !== 0n) {
+      if (BigInt.asUintN(64, message.offset) !== message.offset) {
+        throw new globalThis.Error("value provided for field message.offset of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.offset);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(18).bytes(message.data);
+    }
+    if (message.totalBytes !== 0n) {
+      if (BigInt.asUintN(64, message.totalBytes) !== message.totalBytes) {
+        throw new globalThis.Error("value provided for field message.totalBytes of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.totalBytes);
+    }
+    if (message.crc32 !== 0) {
+      writer.uint32(32).uint32(message.crc32);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FetchDatasetResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFetchDatasetResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.offset = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.totalBytes = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.crc32 = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FetchDatasetResponse {
+    return {
+      offset: isSet(object.offset) ? BigInt(object.offset) : 0n,
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      totalBytes: isSet(object.totalBytes)
+        ? BigInt(object.totalBytes)
+        : isSet(object.total_bytes)
+        ? BigInt(object.total_bytes)
+        : 0n,
+      crc32: isSet(object.crc32) ? globalThis.Number(object.crc32) : 0,
+    };
+  },
+
+  toJSON(message: FetchDatasetResponse): unknown {
+    const obj: any = {};
+    if (message.offset !== 0n) {
+      obj.offset = message.offset.toString();
+    }
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.totalBytes !== 0n) {
+      obj.totalBytes = message.totalBytes.toString();
+    }
+    if (message.crc32 !== 0) {
+      obj.crc32 = Math.round(message.crc32);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FetchDatasetResponse>, I>>(base?: I): FetchDatasetResponse {
+    return FetchDatasetResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FetchDatasetResponse>, I>>(object: I): FetchDatasetResponse {
+    const message = createBaseFetchDatasetResponse();
+    message.offset = (object.offset !== undefined && object.offset !== null) ? BigInt(object.offset) : 0n;
+    message.data = object.data ?? Buffer.alloc(0);
+    message.totalBytes = (object.totalBytes !== undefined && object.totalBytes !== null)
+      ? BigInt(object.totalBytes)
+      : 0n;
+    message.crc32 = object.crc32 ?? 0;
     return message;
   },
 };
@@ -4320,6 +5289,22 @@ export const CoordinatorServiceService = {
     responseSerialize: (value: GetStatusResponse): Buffer => Buffer.from(GetStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetStatusResponse => GetStatusResponse.decode(value),
   },
+  /**
+   * Streams the job's decoded image-folder dataset (JobSpec.dataset) to a joined worker that has
+   * no copy, from a byte offset so that a broken transfer resumes where it stopped. Fails with
+   * NOT_FOUND for an unknown worker id, FAILED_PRECONDITION when the fingerprint is not the
+   * job's or the job's dataset cannot be fetched, OUT_OF_RANGE for an offset past the end.
+   */
+  fetchDataset: {
+    path: "/shardline.v1.CoordinatorService/FetchDataset" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: FetchDatasetRequest): Buffer => Buffer.from(FetchDatasetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): FetchDatasetRequest => FetchDatasetRequest.decode(value),
+    responseSerialize: (value: FetchDatasetResponse): Buffer =>
+      Buffer.from(FetchDatasetResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): FetchDatasetResponse => FetchDatasetResponse.decode(value),
+  },
 } as const;
 
 export interface CoordinatorServiceServer extends UntypedServiceImplementation {
@@ -4340,6 +5325,13 @@ export interface CoordinatorServiceServer extends UntypedServiceImplementation {
    * deciding whether a job is worth rejoining. Cheap; callable without joining.
    */
   getStatus: handleUnaryCall<GetStatusRequest, GetStatusResponse>;
+  /**
+   * Streams the job's decoded image-folder dataset (JobSpec.dataset) to a joined worker that has
+   * no copy, from a byte offset so that a broken transfer resumes where it stopped. Fails with
+   * NOT_FOUND for an unknown worker id, FAILED_PRECONDITION when the fingerprint is not the
+   * job's or the job's dataset cannot be fetched, OUT_OF_RANGE for an offset past the end.
+   */
+  fetchDataset: handleServerStreamingCall<FetchDatasetRequest, FetchDatasetResponse>;
 }
 
 export interface CoordinatorServiceClient extends Client {
@@ -4401,6 +5393,21 @@ export interface CoordinatorServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetStatusResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams the job's decoded image-folder dataset (JobSpec.dataset) to a joined worker that has
+   * no copy, from a byte offset so that a broken transfer resumes where it stopped. Fails with
+   * NOT_FOUND for an unknown worker id, FAILED_PRECONDITION when the fingerprint is not the
+   * job's or the job's dataset cannot be fetched, OUT_OF_RANGE for an offset past the end.
+   */
+  fetchDataset(
+    request: FetchDatasetRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<FetchDatasetResponse>;
+  fetchDataset(
+    request: FetchDatasetRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<FetchDatasetResponse>;
 }
 
 export const CoordinatorServiceClient = makeGenericClientConstructor(
@@ -4411,6 +5418,14 @@ export const CoordinatorServiceClient = makeGenericClientConstructor(
   service: typeof CoordinatorServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;

@@ -10,7 +10,7 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 /**
  * Shardline wire protocol: tensors and how they travel.
  *
- * PROTOCOL_VERSION = 2
+ * PROTOCOL_VERSION = 3
  *
  * Peers compare this number in JoinRequest.protocol_version and refuse each other when it
  * differs. It goes up whenever a peer of the old version would misread the new messages even

@@ -1,0 +1,140 @@
+/**
+ * `train(options)`: the coordinator's training job from code, the same trainer as
+ * `shardline-coordinator train` with the same defaults, taking what a program has rather than
+ * what a shell has: a model spec or a function returning a model, sets built in memory, an
+ * event callback instead of stdout.
+ */
+import { createLogger, type Logger, ShardlineError } from '@shardline/core';
+import { resolveSettings } from '@shardline/core/settings';
+import { DataType } from '@shardline/protocol';
+import type { DistributedSettings } from './distributed/trainDistributed.js';
+import { trainDistributed } from './distributed/trainDistributed.js';
+import { trainInProcess } from './inProcess.js';
+import type { JobSources, TrainResult } from './job.js';
+import type { InMemoryDataset } from './jobData.js';
+import type { ModelSource } from './jobModel.js';
+import { createEventReporter, type TrainEvent } from './reporter.js';
+import { TRAIN_SETTINGS_MODEL, type TrainConfig, toTrainConfig } from './trainConfig.js';
+
+/** What {@link train} takes. Anything left out has the default `shardline-coordinator train` has. */
+export interface TrainOptions
+  extends Partial<Omit<TrainConfig, 'model' | 'dataset' | 'hyperparameters' | 'logFormat'>> {
+  /** A registered name or a file path (as `--model`), a model spec, or a function returning the model. Default `seed-cnn`. */
+  model?: ModelSource;
+  /** `--hp` values: hyperparameters of a registered or spec model, by name. */
+  hyperparameters?: Readonly<Record<string, string | number | readonly number[]>>;
+  /** A built-in dataset's name or an image folder's path (as `--dataset`), or sets built in memory. Default `fashion-mnist`. */
+  dataset?: string | InMemoryDataset;
+  /** Train inside this process, without gRPC or workers. Default false. */
+  inProcess?: boolean;
+  /** Serving and membership when not in-process; `localWorkers` defaults to 2, `listen` to 127.0.0.1:0. */
+  distributed?: Partial<Omit<DistributedSettings, 'gradientDtype' | 'weightsDtype'>> & {
+    gradientDtype?: 'float32' | 'float16' | 'bfloat16';
+    weightsDtype?: 'float32' | 'float16' | 'bfloat16';
+  };
+  /** Receives every event `--log-format json` prints (started, worker_joined, epoch_end, ...). */
+  onEvent?: (event: TrainEvent) => void;
+  /** Where log records go. Default: warnings and errors on stderr. */
+  logger?: Logger;
+  /** Stops the run after the current step, with a checkpoint (resume with `resume: true`). */
+  signal?: AbortSignal;
+}
+
+const WIRE = { float32: DataType.FLOAT32, float16: DataType.FLOAT16, bfloat16: DataType.BFLOAT16 };
+
+/** The CLI's defaults, read from its settings table with no flags, variables or config file. */
+function defaultConfig(): TrainConfig {
+  return toTrainConfig(resolveSettings(TRAIN_SETTINGS_MODEL, { flags: {}, env: {} }).settings);
+}
+
+/**
+ * Trains a model. Resolves with the outcome (finished, or stopped by `signal` at a checkpoint);
+ * rejects with a ShardlineError that says what to change.
+ *
+ * @example
+ * ```ts
+ * import { train } from '@shardline/coordinator';
+ *
+ * const result = await train({
+ *   model: 'fast-cnn',
+ *   dataset: './photos',          // one subfolder per class
+ *   validationSplit: 0.2,
+ *   epochs: 5,
+ *   out: './runs/photos',
+ *   distributed: { localWorkers: 2 },
+ *   onEvent: (e) => e.event === 'epoch_end' && console.log(e.epoch, e.test_accuracy),
+ * });
+ * console.log(result.modelPath);
+ * ```
+ */
+export async function train(options: TrainOptions = {}): Promise<TrainResult> {
+  const {
+    model,
+    hyperparameters,
+    dataset,
+    inProcess,
+    distributed,
+    onEvent,
+    logger: givenLogger,
+    signal,
+    ...overrides
+  } = options;
+  const base = defaultConfig();
+  const sets = typeof dataset === 'object' ? dataset : undefined;
+  const config: TrainConfig = {
+    ...base,
+    ...overrides,
+    model:
+      typeof model === 'string'
+        ? model
+        : typeof model === 'object'
+          ? model.name
+          : model === undefined
+            ? base.model
+            : 'function',
+    hyperparameters: Object.fromEntries(
+      Object.entries(hyperparameters ?? {}).map(([k, v]) => [
+        k,
+        Array.isArray(v) ? v.join(',') : String(v),
+      ]),
+    ),
+    dataset: typeof dataset === 'string' ? dataset : sets ? 'in-memory' : base.dataset,
+    logFormat: 'json',
+  };
+  if (config.resume && overrides.out === undefined) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      'resume: true needs out: the folder of the run to continue.',
+    );
+  }
+  const logger =
+    givenLogger ?? createLogger({ level: 'warn', format: 'text', sink: process.stderr });
+  const reporter = createEventReporter(onEvent ?? (() => {}));
+  const sources: JobSources = {
+    ...(model !== undefined && typeof model !== 'string' ? { model } : {}),
+    ...(sets ? { sets } : {}),
+  };
+  const control = signal ? { shouldStop: () => signal.aborted, stopSignal: signal } : {};
+  if (inProcess) return trainInProcess(config, reporter, logger, control, sources);
+  const localWorkers = distributed?.localWorkers ?? 2;
+  const settings: DistributedSettings = {
+    listen: '127.0.0.1:0',
+    minWorkers: Math.max(1, localWorkers),
+    maxWorkers: 0,
+    workerTimeoutMs: 10_000,
+    waitTimeoutMs: 300_000,
+    ...distributed,
+    localWorkers,
+    gradientDtype: WIRE[distributed?.gradientDtype ?? 'float32'],
+    weightsDtype: WIRE[distributed?.weightsDtype ?? 'float32'],
+  };
+  return trainDistributed(
+    config,
+    settings,
+    reporter,
+    logger,
+    { stderr: process.stderr },
+    control,
+    sources,
+  );
+}
