@@ -4,23 +4,16 @@
  * with the distributed mode: only where gradients are computed differs.
  */
 import { resolve } from 'node:path';
-import {
-  describeLayout,
-  type Logger,
-  readWeights,
-  selectBackend,
-  writeWeights,
-} from '@shardline/core';
+import { type Logger, readWeights, selectBackend, writeWeights } from '@shardline/core';
 import { createLocalWorker, fixedMembership, runSynchronousTraining } from '@shardline/training';
 import {
   checkpointOptions,
   finishRun,
   type JobSources,
+  prepareJobInputs,
   type RunControl,
   type TrainResult,
 } from './job.js';
-import { loadJobData } from './jobData.js';
-import { resolveJobModel } from './jobModel.js';
 import type { Reporter } from './reporter.js';
 import { prepareOutDir } from './runOutputs.js';
 import type { TrainConfig } from './trainConfig.js';
@@ -39,23 +32,10 @@ export async function trainInProcess(
   const outDir = await prepareOutDir(resolve(config.out), config.resume);
   try {
     const selection = await selectBackend(config.backend, { logger });
-    const data = await loadJobData(config, {
-      load: 'all',
-      logger,
-      ...(sources.sets ? { sets: sources.sets } : {}),
-    });
+    const { data, resolved, layout } = await prepareJobInputs(config, 'all', logger, sources);
     const { train, test } = data.splits!;
     const classNames = data.classNames;
-    const resolved = await resolveJobModel({
-      model: sources.model ?? config.model,
-      hyperparameters: config.hyperparameters,
-      plugins: config.plugins,
-      seed: config.seed,
-      data: { ...data, numClasses: classNames.length },
-      logger,
-    });
     const model = resolved.model;
-    const layout = describeLayout(model);
     const params = readWeights(model, layout);
     const checkpoints = await checkpointOptions(config, outDir.path, layout, logger);
     const worker = createLocalWorker({

@@ -2,12 +2,12 @@
  * What both training modes share around the trainer: resuming from a checkpoint, writing
  * checkpoints, and the final outputs and `done` event.
  */
-import { type Logger, type ParamLayout, ShardlineError } from '@shardline/core';
+import { describeLayout, type Logger, type ParamLayout, ShardlineError } from '@shardline/core';
 import type { EpochMetrics, SyncTrainingOptions, SyncTrainingResult } from '@shardline/training';
 import type * as tf from '@tensorflow/tfjs';
 import { assertResumable, readLatestCheckpoint, writeCheckpoint } from './checkpoints.js';
-import type { InMemoryDataset, JobData } from './jobData.js';
-import type { JobPlugin, ModelSource } from './jobModel.js';
+import { type InMemoryDataset, type JobData, loadJobData } from './jobData.js';
+import { type JobModel, type JobPlugin, type ModelSource, resolveJobModel } from './jobModel.js';
 import type { Reporter } from './reporter.js';
 import { writeRunOutputs } from './runOutputs.js';
 import type { TrainConfig } from './trainConfig.js';
@@ -28,6 +28,39 @@ export interface TrainResult {
 export interface JobSources {
   model?: ModelSource;
   sets?: InMemoryDataset;
+}
+
+/** A job's data and model, resolved and checked against each other, before any step. */
+export interface JobInputs {
+  data: JobData;
+  resolved: JobModel;
+  layout: ParamLayout;
+}
+
+/**
+ * Loads the data (`load` as {@link loadJobData} takes it), builds the model for it and describes
+ * its parameter layout: the same for both training modes, so they train the same job.
+ */
+export async function prepareJobInputs(
+  config: TrainConfig,
+  load: 'all' | 'describe',
+  logger: Logger,
+  sources: JobSources,
+): Promise<JobInputs> {
+  const data = await loadJobData(config, {
+    load,
+    logger,
+    ...(sources.sets ? { sets: sources.sets } : {}),
+  });
+  const resolved = await resolveJobModel({
+    model: sources.model ?? config.model,
+    hyperparameters: config.hyperparameters,
+    plugins: config.plugins,
+    seed: config.seed,
+    data: { ...data, numClasses: data.classNames.length },
+    logger,
+  });
+  return { data, resolved, layout: describeLayout(resolved.model) };
 }
 
 /** Stops a run between steps (first SIGINT/SIGTERM) or at once (abort). */

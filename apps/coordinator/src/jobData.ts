@@ -118,11 +118,15 @@ async function cacheInMemory(
   logger: Logger,
 ): Promise<JobData> {
   const cached = await cacheImageSets(sets, { logger });
-  const size = await stat(cached.cachePath).then(
+  return describeDecoded(config, 'in-memory', '', cached, await fileSize(cached.cachePath));
+}
+
+/** The size of the cache file workers would fetch; 0 when it could not be written. */
+function fileSize(path: string): Promise<number> {
+  return stat(path).then(
     (s) => s.size,
     () => 0,
   );
-  return describeDecoded(config, 'in-memory', '', cached, size);
 }
 
 function limited(set: ImageSet, limit: number): ImageSet {
@@ -218,10 +222,7 @@ async function loadFolder(
     logger,
     ...(progress === undefined ? {} : { progress }),
   });
-  const cacheBytes = await stat(loaded.cachePath).then(
-    (s) => s.size,
-    () => 0,
-  );
+  const cacheBytes = await fileSize(loaded.cachePath);
   if (cacheBytes === 0) {
     logger.warn(
       'the decoded image folder could not be cached, so workers without a copy of the folder cannot fetch it',

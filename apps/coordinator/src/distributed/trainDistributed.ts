@@ -5,7 +5,6 @@
 import { resolve } from 'node:path';
 import { Server, type ServerCredentials } from '@grpc/grpc-js';
 import {
-  describeLayout,
   type Logger,
   readWeights,
   ShardlineError,
@@ -29,11 +28,11 @@ import {
   checkpointOptions,
   finishRun,
   type JobSources,
+  prepareJobInputs,
   type RunControl,
   type TrainResult,
 } from '../job.js';
-import { loadJobData } from '../jobData.js';
-import { pluginRequirements, resolveJobModel, wireHyperparameters } from '../jobModel.js';
+import { pluginRequirements, wireHyperparameters } from '../jobModel.js';
 import type { Reporter } from '../reporter.js';
 import { prepareOutDir } from '../runOutputs.js';
 import type { TrainConfig } from '../trainConfig.js';
@@ -110,22 +109,9 @@ export async function trainDistributed(
   let healthPort: HealthPort | undefined;
   try {
     const selection = await selectBackend(config.backend, { logger });
-    const data = await loadJobData(config, {
-      load: 'describe',
-      logger,
-      ...(sources.sets ? { sets: sources.sets } : {}),
-    });
+    const { data, resolved, layout } = await prepareJobInputs(config, 'describe', logger, sources);
     const { trainCount, testCount, classNames } = data;
-    const resolved = await resolveJobModel({
-      model: sources.model ?? config.model,
-      hyperparameters: config.hyperparameters,
-      plugins: config.plugins,
-      seed: config.seed,
-      data: { ...data, numClasses: classNames.length },
-      logger,
-    });
     const model = resolved.model;
-    const layout = describeLayout(model);
     const params = readWeights(model, layout);
     const job: JobSpec = {
       jobId: `${Date.now().toString(36)}-${process.pid}`,
