@@ -335,7 +335,9 @@ describe('shardline-coordinator evaluate', () => {
     expect(run.stdout).toContain('backend  cpu');
     expect(run.stdout).toMatch(/precision\s+recall\s+f1-score\s+support/);
     expect(run.stdout).toMatch(/0 red\s/);
-    expect(run.stdout).toContain('top-3 accuracy');
+    expect(run.stdout).toContain('top-1 accuracy');
+    // Three classes: top-3 would always be 100%, so it is not reported (evaluationTopK).
+    expect(run.stdout).not.toContain('top-3 accuracy');
     expect(run.stdout).toMatch(/true \\ pred\s+0\s+1\s+2/);
   });
 

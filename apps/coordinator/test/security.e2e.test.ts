@@ -162,13 +162,25 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: ServiceError }
 /** Calls one method and settles with its outcome; Train is opened, then ended. */
 function callMethod(
   c: CoordinatorServiceClient,
-  method: 'join' | 'leave' | 'getStatus' | 'train',
+  method: 'join' | 'leave' | 'getStatus' | 'train' | 'fetchDataset',
   md: Metadata,
 ): Promise<Outcome> {
   const options = { deadline: Date.now() + 10_000 };
   return new Promise((resolve) => {
     const done = (error: ServiceError | null, value?: unknown) =>
       resolve(error ? { ok: false, error } : { ok: true, value });
+    if (method === 'fetchDataset') {
+      // The dataset is the most valuable thing a coordinator serves: no token, no bytes.
+      const call = c.fetchDataset(
+        { workerId: 'nobody', fingerprint: '0'.repeat(64), offset: 0n },
+        md,
+        options,
+      );
+      call.on('data', () => {});
+      call.on('error', (e: ServiceError) => done(e));
+      call.on('end', () => done(null));
+      return;
+    }
     if (method === 'train') {
       const call = c.train(md, options);
       call.on('data', () => {});
@@ -219,7 +231,7 @@ describe('token authentication', () => {
     ]);
     const c = client(coordinator.address);
     try {
-      for (const method of ['join', 'train', 'leave', 'getStatus'] as const) {
+      for (const method of ['join', 'train', 'leave', 'getStatus', 'fetchDataset'] as const) {
         for (const headers of [
           {},
           { authorization: `Bearer ${WRONG}` },

@@ -81,6 +81,17 @@ const SAMPLES: Record<string, Array<{ text: string; json: unknown; shown: string
     { text: 'false', json: true, shown: 'false' },
     { text: '', json: true, shown: 'true' },
   ],
+  '--no-fetch-data': [
+    { text: '', json: true, shown: 'true' },
+    { text: 'false', json: true, shown: 'false' },
+    { text: '', json: true, shown: 'true' },
+  ],
+  // A list: one item per flag, a lone item (or a JSON array) in the variable, an array in the file.
+  '--plugin': ['/flag/p.mjs', '/env/p.mjs', '/file/p.mjs'].map((v, i) => ({
+    text: v,
+    json: i === 2 ? [v] : v,
+    shown: JSON.stringify([v]),
+  })),
   '--connect-timeout': [1.5, 2, 3].map((v) => ({ text: String(v), json: v, shown: String(v) })),
   '--log-format': ['json', 'text', 'json'].map((v) => ({ text: v, json: v, shown: v })),
   '--log-level': ['debug', 'warn', 'error'].map((v) => ({ text: v, json: v, shown: v })),

@@ -96,7 +96,7 @@ Commands:
 
   it('reads the real CLIs: train under the coordinator, doctor under the worker, every worker flag with its variable', () => {
     const coordinator = specs['shardline-coordinator'];
-    expect([...coordinator.subcommands.keys()]).toEqual(['train']);
+    expect([...coordinator.subcommands.keys()]).toEqual(['train', 'evaluate', 'predict']);
     expect(coordinator.subcommands.get('train')!.options.get('--health-listen')?.value).toBe(
       'required',
     );
