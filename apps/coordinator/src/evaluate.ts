@@ -22,6 +22,7 @@ import {
   silentLogger,
 } from '@shardline/core';
 import {
+  concatImageSets,
   datasetNames,
   type ImageFolderOptions,
   type ImageSet,
@@ -381,24 +382,14 @@ async function loadFolder(
   return {
     name: root,
     split: 'every image',
-    test: concatSets(loaded.train, loaded.test),
+    // Paged sets (larger than the memory budget) are joined as a view, nothing copied.
+    test: concatImageSets(loaded.train, loaded.test),
     classNames: loaded.classNames,
   };
 }
 
 function percent(fraction: number): string {
   return `${Number((fraction * 100).toFixed(2))}%`;
-}
-
-/** `a`'s images then `b`'s, in one set (same shape). */
-function concatSets(a: ImageSet, b: ImageSet): ImageSet {
-  const images = new Uint8Array(a.images.length + b.images.length);
-  images.set(a.images, 0);
-  images.set(b.images, a.images.length);
-  const labels = new Uint8Array(a.count + b.count);
-  labels.set(a.labels, 0);
-  labels.set(b.labels, a.count);
-  return { ...a, images, labels, count: a.count + b.count };
 }
 
 /** checkModelFitsData, with a message about evaluating rather than training when it fails. */

@@ -103,7 +103,7 @@ export async function predictImages(options: PredictOptions): Promise<ImagePredi
       }
     });
     const good = decoded.flatMap((d, i) => (typeof d === 'string' ? [] : [i]));
-    const set: ImageSet = {
+    const set: ImageSet<Uint8Array> = {
       images: new Uint8Array(good.length * bytesPerImage),
       labels: new Uint8Array(good.length),
       count: good.length,

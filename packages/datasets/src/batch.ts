@@ -98,7 +98,20 @@ export function makeBatch(
       }
       oneHot[i * numClasses + label] = 1;
     }
-    const src = set.images.subarray(index * pixels, (index + 1) * pixels);
+  }
+
+  // Paged pixels are read once per batch into scratch bytes (a quarter of xs), in one call so
+  // runs of adjacent indices become one read; in-memory pixels are used where they are. Either
+  // way image i of the batch is then a subarray of `source`.
+  const inMemory = set.images instanceof Uint8Array;
+  const source =
+    set.images instanceof Uint8Array
+      ? set.images
+      : set.images.readImages(picked, new Uint8Array(size * pixels));
+  for (let i = 0; i < size; i++) {
+    const index = picked[i]!;
+    const at = (inMemory ? index : i) * pixels;
+    const src = source.subarray(at, at + pixels);
     const t = options.augment
       ? sampleTransform(options.augment, index, height, width)
       : identityTransform;

@@ -5,22 +5,78 @@
  * Decoding happens once. The decoded, resized set is written to ONE cache file named by a
  * SHA-256 over every file's relative path and bytes plus the options that change pixels; the
  * next load with the same content reads that file instead (see {@link IMAGE_FOLDER_CACHE_MAGIC}
- * for the format). Files are hashed one at a time as streams and decoded a few at a time, so
- * memory holds the decoded pixels and little else.
+ * for the format). Sets whose pixels exceed the resident budget (`residentBytes`, a quarter of
+ * the machine's memory by default) are not held: they are returned as {@link PagedImages} that
+ * read each image from the cache file when a batch needs it.
+ *
+ * Decoding a folder larger than memory: each decoded image goes straight to its final place
+ * in the cache file, so memory holds a few images, never the set. The place of an image depends
+ * on the split (train images first, then test, each in file order), and the split depends on
+ * which files are readable (the validation split shuffles each class's readable files). So:
+ *
+ * 1. probe every file (headers only, cheap): files that fail are skipped, as before;
+ * 2. fix the split over the probed files, exactly as the in-memory loader did over the decoded
+ *    ones, and with it the header, labels and every image's offset;
+ * 3. decode a few files at a time (`concurrency`) but append them in file order through a small
+ *    reorder window (2 x concurrency images), hashing as they are written: the file is written
+ *    once, sequentially, and its SHA-256 trailer needs no second read;
+ * 4. a file that probed fine but fails to decode (a truncated PNG whose header is intact) is rare
+ *    but changes everything after it: the readable set differs, so the split (its shuffle runs
+ *    over the readable files), the counts and the header's skipped list all differ. Its slot is
+ *    filled with zeros and decoding goes on; at the end the split is computed again over the
+ *    files that did decode, exactly as before this change, and a second file is assembled from
+ *    the first, image by image, with nothing decoded twice. Both passes produce the same bytes a
+ *    whole-set-in-memory decode produced, so cache files stay byte-identical across versions and
+ *    machines (workers compare them).
+ *
+ * The file is written as a hidden `.partial` next to the cache file, fsynced and renamed into
+ * place. Without a cache (`cache: false`) a set that fits the budget is decoded into memory; a
+ * larger one goes to a scratch file (in the cache folder, else the system's temporary folder)
+ * that is deleted as soon as it is opened, so it disappears with the process.
  *
  * sharp is imported on first use, so `@shardline/datasets` loads without it being touched.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { close, createReadStream, open } from 'node:fs';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
-import { writeFileAtomic } from '@shardline/core/atomicFile';
-import { formatCount, ShardlineError, toShardlineError } from '@shardline/core/errors';
+import { promisify } from 'node:util';
+import { formatCount, ShardlineError } from '@shardline/core/errors';
 import { type Logger, silentLogger } from '@shardline/core/logger';
-import { checkImageSet, type ImageSet } from './imageSet.js';
+import {
+  type CachedSets,
+  type CacheHeader,
+  type CacheLayout,
+  CacheWriter,
+  cacheLayout,
+  commitPartial,
+  headerBytes,
+  IMAGE_FOLDER_CACHE_VERSION,
+  keepsInMemory,
+  partialPathFor,
+  RESIDENT_BYTES_ENV,
+  readCacheFile,
+  removeStalePartials,
+  resolveResidentBytes,
+  type SkippedImage,
+  writeCacheFile,
+} from './imageFolderCache.js';
+import { checkImageSet, closeImageSet, type ImageSet } from './imageSet.js';
 import { userCacheDir } from './locations.js';
+import { forEachPixelChunk, type PagedImages, pagedSetsOnDescriptor } from './pagedImages.js';
 import { type ProgressOptions, progressCallback } from './progress.js';
 import { createRng } from './random.js';
+
+const openAsync = promisify(open);
+const closeAsync = promisify(close);
+
+export {
+  IMAGE_FOLDER_CACHE_MAGIC,
+  IMAGE_FOLDER_CACHE_VERSION,
+  RESIDENT_BYTES_ENV,
+  type SkippedImage,
+} from './imageFolderCache.js';
 
 /** `grayscale`: one channel. `rgb`: three channels, alpha dropped. */
 export type ColorMode = 'grayscale' | 'rgb';
@@ -82,18 +138,22 @@ export interface ImageFolderOptions extends ProgressOptions {
   decoder?: ImageDecoder;
   /** Where the skipped-files warning and "loaded" lines go. Default: nowhere. */
   logger?: Logger;
-}
-
-/** One file that was left out, and why. */
-export interface SkippedImage {
-  /** Path relative to the folder given to {@link loadImageFolder}, with `/` separators. */
-  readonly path: string;
-  readonly reason: string;
+  /**
+   * Most bytes of pixels (train and test together) held in memory. A set within it comes back
+   * as `Uint8Array` pixels; a larger one as {@link PagedImages} read from the cache file (or,
+   * with `cache: false`, a scratch file) a batch at a time. Default:
+   * `$SHARDLINE_RESIDENT_BYTES` (bytes, or with a suffix such as `8G`), else a quarter of
+   * `os.totalmem()`. 0 always pages; `Infinity` never does (a split above 4 GiB, the largest
+   * buffer Node allocates, is paged regardless).
+   */
+  residentBytes?: number;
 }
 
 /** What {@link loadImageFolder} returns. */
 export interface LoadedImageFolder {
+  /** In memory, or {@link PagedImages} when the pixels exceed `residentBytes`. */
   readonly train: ImageSet;
+  /** In memory or paged, as `train`. */
   readonly test: ImageSet;
   /** Label i is `classNames[i]`. */
   readonly classNames: readonly string[];
@@ -110,28 +170,6 @@ export interface LoadedImageFolder {
 /** Classes are uint8 labels, so at most 256. */
 export const MAX_IMAGE_FOLDER_CLASSES = 256;
 
-/**
- * First 8 bytes of a cache file. Layout, all integers little-endian:
- *
- * | bytes | content |
- * | ----- | ------- |
- * | 8     | magic `SLIMGFLD` |
- * | 4     | format version, uint32 (1) |
- * | 4     | header length H, uint32 |
- * | H     | header, UTF-8 JSON: fingerprint, classNames, height, width, channels, trainCount, testCount, skipped |
- * | T     | train labels, uint8, T = trainCount |
- * | E     | test labels, uint8, E = testCount |
- * | T*S   | train pixels, uint8 NHWC, S = height*width*channels |
- * | E*S   | test pixels |
- * | 32    | SHA-256 of everything before it |
- *
- * A file that fails any check (magic, version, header, fingerprint, length, labels, digest) is
- * ignored and the folder decoded again.
- */
-export const IMAGE_FOLDER_CACHE_MAGIC = 'SLIMGFLD';
-/** Version of the cache file format; a file with another is decoded again. */
-export const IMAGE_FOLDER_CACHE_VERSION = 1;
-
 const DEFAULT_CONCURRENCY = 4;
 const SKIPPED_EXAMPLES = 5;
 
@@ -144,17 +182,6 @@ interface FileEntry {
   classIndex: number;
   /** Split fixed by train/ and test/ folders; undefined when validationSplit decides. */
   split: 'train' | 'test' | undefined;
-}
-
-interface CacheHeader {
-  fingerprint: string;
-  classNames: string[];
-  height: number;
-  width: number;
-  channels: number;
-  trainCount: number;
-  testCount: number;
-  skipped: { count: number; examples: SkippedImage[] };
 }
 
 /**
@@ -172,6 +199,10 @@ interface CacheHeader {
  * readable images are skipped, counted in `skipped` and named in one `logger` warning; dotfiles
  * (`.DS_Store`) are ignored silently. A class folder whose training part has no images is an
  * error: a class without images cannot be learned.
+ *
+ * Memory: the sets come back in memory when their pixels fit `residentBytes`, else as
+ * {@link PagedImages} on the cache file; decoding holds a few images at a time either way (see
+ * the module comment for how a folder larger than memory is decoded).
  *
  * Errors (by `code`): `NOT_FOUND` (no such folder, a `classNames` folder missing),
  * `INVALID_ARGUMENT` (bad options, fewer than two or more than 256 classes, empty class,
@@ -191,6 +222,7 @@ export async function loadImageFolder(
   options: ImageFolderOptions = {},
 ): Promise<LoadedImageFolder> {
   checkOptions(options);
+  const residentBytes = resolveResidentBytes(options.residentBytes, options.env ?? process.env);
   const root = resolve(dir);
   const logger = (options.logger ?? silentLogger).child({ image_folder: root });
   await requireDirectory(root, 'The image folder');
@@ -207,45 +239,31 @@ export async function loadImageFolder(
     split: layout.splitFolders ? 'folders' : { validationSplit: options.validationSplit, seed },
   });
   const cachePath = imageFolderCachePath(fingerprint, options);
-  const cacheDir = dirname(cachePath);
   const useCache = options.cache ?? true;
 
   if (useCache) {
-    const cached = await readCacheFile(cachePath, fingerprint, logger);
+    const cached = await readCacheFile(cachePath, fingerprint, logger, residentBytes);
     if (cached) {
       logger.info(
         `loaded image folder from cache (${formatCount(cached.train.count)} train, ${formatCount(cached.test.count)} test images)`,
-        {
-          cache: cachePath,
-        },
+        { cache: cachePath },
       );
       warnSkipped(logger, cached.skipped);
       return { ...cached, cachePath, fromCache: true };
     }
   }
 
-  const decoded = await decodeAll(root, files, classNames, options, seed, logger);
-  const result = { ...decoded, classNames, fingerprint };
-  warnSkipped(logger, result.skipped);
-  if (useCache) {
-    try {
-      await mkdir(cacheDir, { recursive: true });
-      await writeCacheFile(cachePath, result);
-      logger.debug('wrote image folder cache', { cache: cachePath });
-    } catch (error) {
-      // A read-only or full cache costs a re-decode next time, never this load.
-      logger.warn(
-        `could not write the image folder cache ${cachePath}; the next load decodes again`,
-        {
-          error: toShardlineError(error).message,
-        },
-      );
-    }
-  }
+  const decoded = await decodeFolder(root, files, classNames, options, seed, logger, {
+    fingerprint,
+    cachePath: useCache ? cachePath : undefined,
+    scratchDir: dirname(cachePath),
+    residentBytes,
+  });
+  warnSkipped(logger, decoded.skipped);
   logger.info(
-    `decoded image folder: ${formatCount(result.train.count)} train, ${formatCount(result.test.count)} test images, ${classNames.length} classes`,
+    `decoded image folder: ${formatCount(decoded.train.count)} train, ${formatCount(decoded.test.count)} test images, ${classNames.length} classes`,
   );
-  return { ...result, cachePath, fromCache: false };
+  return { ...decoded, classNames, fingerprint, cachePath, fromCache: false };
 }
 
 function checkOptions(options: ImageFolderOptions): void {
@@ -564,9 +582,18 @@ export async function cacheImageSets(
       counts: [train.count, test.count],
     }),
   );
-  for (const part of [train.labels, test.labels, train.images, test.images]) hash.update(part);
+  hash.update(train.labels);
+  hash.update(test.labels);
+  // Paged sets are hashed a chunk at a time, so sets larger than memory can be cached too.
+  const imageBytes = train.height * train.width * train.channels;
+  for (const set of [train, test]) {
+    await forEachPixelChunk(set.images, imageBytes, 8 * 1024 * 1024, (chunk) => {
+      hash.update(chunk);
+    });
+  }
   const fingerprint = hash.digest('hex');
   const cachePath = imageFolderCachePath(fingerprint, options);
+  const logger = options.logger ?? silentLogger;
   const result = {
     train,
     test,
@@ -574,10 +601,14 @@ export async function cacheImageSets(
     fingerprint,
     skipped: { count: 0, examples: [] },
   };
-  const existing = await readCacheFile(cachePath, fingerprint, options.logger ?? silentLogger);
-  if (!existing) {
+  // Only whether a valid file exists matters here: residentBytes 0 keeps its pixels on disk.
+  const existing = await readCacheFile(cachePath, fingerprint, logger, 0);
+  if (existing) {
+    closeImageSet(existing.train);
+    closeImageSet(existing.test);
+  } else {
     await mkdir(dirname(cachePath), { recursive: true });
-    await writeCacheFile(cachePath, result);
+    await writeCacheFile(cachePath, result, logger);
   }
   return { ...result, cachePath, fromCache: existing !== undefined };
 }
@@ -612,6 +643,11 @@ export function imageFolderCachePath(
  * its folder. Returns undefined when the file is missing or fails any check (magic, version,
  * header, `fingerprint`, length, labels, SHA-256); a damaged file is logged as a warning.
  *
+ * The file is verified by reading it once in chunks, never whole. Pixels that fit
+ * `residentBytes` (default: a quarter of the machine's memory, see
+ * {@link ImageFolderOptions.residentBytes}) are kept in memory during that read; larger sets
+ * come back as {@link PagedImages} on the verified file, read a batch at a time.
+ *
  * @example
  * ```ts
  * const loaded = await readImageFolderCache(imageFolderCachePath(fingerprint), fingerprint);
@@ -621,10 +657,26 @@ export function imageFolderCachePath(
 export async function readImageFolderCache(
   path: string,
   fingerprint: string,
-  options: { logger?: Logger } = {},
+  options: ReadImageFolderCacheOptions = {},
 ): Promise<LoadedImageFolder | undefined> {
-  const cached = await readCacheFile(path, fingerprint, options.logger ?? silentLogger);
+  const residentBytes = resolveResidentBytes(options.residentBytes, options.env ?? process.env);
+  const cached = await readCacheFile(
+    path,
+    fingerprint,
+    options.logger ?? silentLogger,
+    residentBytes,
+  );
   return cached ? { ...cached, cachePath: path, fromCache: true } : undefined;
+}
+
+/** Options for {@link readImageFolderCache}. */
+export interface ReadImageFolderCacheOptions {
+  /** Where a damaged file is reported (a warning) and paging is mentioned. Default: nowhere. */
+  logger?: Logger;
+  /** Pixel budget, as {@link ImageFolderOptions.residentBytes}: above it the sets are paged. */
+  residentBytes?: number;
+  /** Environment for `SHARDLINE_RESIDENT_BYTES`. Default process.env. */
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** The default {@link ImageDecoder}: sharp, imported on first use. */
@@ -685,24 +737,49 @@ function reasonOf(error: unknown): string {
   return message.split('\n')[0]!.slice(0, 200);
 }
 
-async function decodeAll(
+/** Where {@link decodeFolder} puts what it decodes. */
+interface DecodeTarget {
+  readonly fingerprint: string;
+  /** Write the cache file here; undefined for `cache: false`. */
+  readonly cachePath: string | undefined;
+  /** First choice for a scratch file (the cache folder), before the system's temporary one. */
+  readonly scratchDir: string;
+  readonly residentBytes: number;
+}
+
+/** The shape every image is decoded to. */
+interface DecodeShape {
+  readonly height: number;
+  readonly width: number;
+  readonly channels: 1 | 3;
+  readonly colorMode: ColorMode;
+}
+
+/** Which files go where: the split, and with it the whole cache file but its pixels. */
+interface DecodePlan {
+  /** File indices of the train images, in file order. */
+  readonly train: readonly number[];
+  /** File indices of the test images, in file order. */
+  readonly test: readonly number[];
+  readonly header: CacheHeader;
+  readonly headerBytes: Buffer;
+  readonly layout: CacheLayout;
+}
+
+async function decodeFolder(
   root: string,
   files: readonly FileEntry[],
   classNames: readonly string[],
   options: ImageFolderOptions,
   seed: number,
   logger: Logger,
-): Promise<Omit<LoadedImageFolder, 'classNames' | 'fingerprint' | 'cachePath' | 'fromCache'>> {
+  target: DecodeTarget,
+): Promise<Pick<LoadedImageFolder, 'train' | 'test' | 'skipped'>> {
   const decoder = options.decoder ?? sharpDecoder;
   const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
-  const skipped: SkippedImage[] = [];
-  let skippedCount = 0;
-  const skip = (file: FileEntry, reason: string) => {
-    skippedCount += 1;
-    if (skipped.length < SKIPPED_EXAMPLES) skipped.push({ path: file.rel, reason });
-  };
 
-  // Headers only: sizes and colour decide the defaults before any pixel is decoded.
+  // Headers only: sizes and colour decide the defaults, and readability the split, before any
+  // pixel is decoded.
   const probes: (ImageProbe | undefined)[] = new Array(files.length);
   const probeErrors: (string | undefined)[] = new Array(files.length);
   await pool(files.length, concurrency, async (i) => {
@@ -712,7 +789,56 @@ async function decodeAll(
       probeErrors[i] = `not a readable image: ${reasonOf(error)}`;
     }
   });
+  const shape = chooseShape(root, files, probes, options);
+  const decodeErrors: (string | undefined)[] = new Array(files.length);
+  const usable = Uint8Array.from(probes, (p) => (p === undefined ? 0 : 1));
+  const planFor = () => {
+    const skipped = skippedFiles(files, probeErrors, decodeErrors);
+    const split = splitFiles(root, files, classNames, usable, skipped, options, seed);
+    return makePlan(split, classNames, shape, skipped, target.fingerprint);
+  };
 
+  let plan = planFor();
+  let output = await DecodeOutput.open(plan, files, target, logger);
+  try {
+    await decodeInPlace(root, files, plan, output, shape, decoder, concurrency, decodeErrors, {
+      options,
+      logger,
+      totalBytes: files.reduce((sum, f, i) => sum + (usable[i] ? f.size : 0), 0),
+    });
+    const failed = decodeErrors.flatMap((e, i) => (e === undefined ? [] : [i]));
+    if (failed.length > 0) {
+      for (const i of failed) usable[i] = 0;
+      logger.info(
+        `${formatCount(failed.length)} file${failed.length === 1 ? '' : 's'} with a readable header could not be decoded; placing the other images again (no decoding)`,
+      );
+      const replanned = planFor();
+      const second = await DecodeOutput.open(replanned, files, target, logger);
+      try {
+        await copyPlaced(output, second);
+      } catch (error) {
+        await second.abort();
+        throw error;
+      }
+      await output.abort();
+      output = second;
+      plan = replanned;
+    }
+    const sets = await output.finish();
+    return { ...sets, skipped: plan.header.skipped };
+  } catch (error) {
+    await output.abort();
+    throw error;
+  }
+}
+
+/** Size and colour mode of the decoded images, from the options or the probes. */
+function chooseShape(
+  root: string,
+  files: readonly FileEntry[],
+  probes: readonly (ImageProbe | undefined)[],
+  options: ImageFolderOptions,
+): DecodeShape {
   let size = options.imageSize;
   if (size === undefined) {
     let first: { file: FileEntry; probe: ImageProbe } | undefined;
@@ -733,74 +859,53 @@ async function decodeAll(
   const colorMode: ColorMode =
     options.colorMode ??
     (probes.some((p) => p !== undefined && !p.grayscale) ? 'rgb' : 'grayscale');
-  const channels = colorMode === 'grayscale' ? 1 : 3;
+  // Without a size no file was readable, and splitFiles reports that before anything is decoded.
+  return {
+    height: size?.height ?? 1,
+    width: size?.width ?? 1,
+    channels: colorMode === 'grayscale' ? 1 : 3,
+    colorMode,
+  };
+}
 
-  const totalBytes = files.reduce((sum, f, i) => sum + (probes[i] ? f.size : 0), 0);
-  const onProgress = progressCallback(options, logger);
-  const label = `the images of ${basename(root)}`;
-  let doneBytes = 0;
-
-  const height = size?.height ?? 1;
-  const width = size?.width ?? 1;
-  const bytesPerImage = height * width * channels;
-  const ok = new Uint8Array(files.length);
-  const pixels = new Uint8Array(size ? files.length * bytesPerImage : 0);
-  const decodeErrors: (string | undefined)[] = new Array(files.length);
-  if (size) {
-    onProgress({
-      file: label,
-      url: root,
-      receivedBytes: 0,
-      totalBytes,
-      done: false,
-      activity: 'decode',
-    });
-    await pool(files.length, concurrency, async (i) => {
-      if (!probes[i]) return;
-      const file = files[i]!;
-      try {
-        const data = await decoder.decode(file.abs, { height, width, colorMode });
-        if (data.length !== bytesPerImage) {
-          throw new Error(`decoded to ${data.length} bytes, expected ${bytesPerImage}`);
-        }
-        pixels.set(data, i * bytesPerImage);
-        ok[i] = 1;
-      } catch (error) {
-        decodeErrors[i] = `could not decode: ${reasonOf(error)}`;
-      }
-      doneBytes += file.size;
-      onProgress({
-        file: label,
-        url: root,
-        receivedBytes: doneBytes,
-        totalBytes,
-        done: false,
-        activity: 'decode',
-      });
-    });
-    onProgress({
-      file: label,
-      url: root,
-      receivedBytes: doneBytes,
-      totalBytes,
-      done: true,
-      activity: 'decode',
-    });
-  }
-  // Skipped in file order, so the examples are the same on every run.
+/** Skipped files in file order, so the examples are the same on every run. */
+function skippedFiles(
+  files: readonly FileEntry[],
+  probeErrors: readonly (string | undefined)[],
+  decodeErrors: readonly (string | undefined)[],
+): CacheHeader['skipped'] {
+  const examples: SkippedImage[] = [];
+  let count = 0;
   for (const [i, file] of files.entries()) {
     const reason = probeErrors[i] ?? decodeErrors[i];
-    if (reason !== undefined) skip(file, reason);
+    if (reason === undefined) continue;
+    count += 1;
+    if (examples.length < SKIPPED_EXAMPLES) examples.push({ path: file.rel, reason });
   }
-  const good = files.map((_, i) => i).filter((i) => ok[i] === 1);
+  return { count, examples };
+}
+
+/**
+ * The train and test files among the `usable` ones (see {@link loadImageFolder} for the rule).
+ * A pure function of the usable files, the options and the seed: the decode pass and its
+ * fallback both call it, and it is the split the in-memory loader made.
+ */
+function splitFiles(
+  root: string,
+  files: readonly FileEntry[],
+  classNames: readonly string[],
+  usable: Uint8Array,
+  skipped: CacheHeader['skipped'],
+  options: ImageFolderOptions,
+  seed: number,
+): { train: number[]; test: number[] } {
+  const good = files.map((_, i) => i).filter((i) => usable[i] === 1);
   if (good.length === 0) {
     throw new ShardlineError(
       'DATA_CORRUPT',
-      `No file in ${root} could be read as an image (${formatCount(files.length)} tried; ${skipped.map((s) => `${s.path}: ${s.reason}`).join('; ')}). Expected PNG, JPEG, WebP or GIF files in the class folders.`,
+      `No file in ${root} could be read as an image (${formatCount(files.length)} tried; ${skipped.examples.map((s) => `${s.path}: ${s.reason}`).join('; ')}). Expected PNG, JPEG, WebP or GIF files in the class folders.`,
     );
   }
-
-  // Which decoded images are test images.
   const isTest = new Uint8Array(files.length);
   const fraction = options.validationSplit;
   for (const [classIndex, name] of classNames.entries()) {
@@ -824,33 +929,337 @@ async function decodeAll(
       for (const i of order.slice(0, held)) isTest[i] = 1;
     }
   }
-  const build = (test: boolean): ImageSet => {
-    const picked = good.filter((i) => (isTest[i] === 1) === test);
-    const images = new Uint8Array(picked.length * bytesPerImage);
-    const labels = new Uint8Array(picked.length);
-    for (const [k, i] of picked.entries()) {
-      images.set(pixels.subarray(i * bytesPerImage, (i + 1) * bytesPerImage), k * bytesPerImage);
-      labels[k] = files[i]!.classIndex;
-    }
-    return {
-      images,
-      labels,
-      count: picked.length,
-      height,
-      width,
-      channels,
-      numClasses: classNames.length,
-    };
-  };
-  const train = build(false);
-  const test = build(true);
-  if (test.count === 0 && fraction !== undefined) {
+  const test = good.filter((i) => isTest[i] === 1);
+  if (test.length === 0 && fraction !== undefined) {
     throw new ShardlineError(
       'INVALID_ARGUMENT',
       `validationSplit ${fraction} of ${formatCount(good.length)} images in ${root} holds out no test image. Pass a larger --validation-split.`,
     );
   }
-  return { train, test, skipped: { count: skippedCount, examples: skipped } };
+  return { train: good.filter((i) => isTest[i] !== 1), test };
+}
+
+function makePlan(
+  split: { train: number[]; test: number[] },
+  classNames: readonly string[],
+  shape: DecodeShape,
+  skipped: CacheHeader['skipped'],
+  fingerprint: string,
+): DecodePlan {
+  // Key order is the file format: the same as the in-memory writer always used.
+  const header: CacheHeader = {
+    fingerprint,
+    classNames: [...classNames],
+    height: shape.height,
+    width: shape.width,
+    channels: shape.channels,
+    trainCount: split.train.length,
+    testCount: split.test.length,
+    skipped,
+  };
+  const bytes = headerBytes(header);
+  return { ...split, header, headerBytes: bytes, layout: cacheLayout(header, bytes.length) };
+}
+
+/**
+ * Where one plan's file goes: the cache (a `.partial` renamed into place), a scratch file
+ * (deleted once open) or memory alone; pixels within the budget are kept in memory as well.
+ */
+class DecodeOutput {
+  private constructor(
+    readonly plan: DecodePlan,
+    /** Train labels then test labels, as in the file. */
+    private readonly labels: Uint8Array,
+    readonly writer: CacheWriter,
+    private readonly kind: 'cache' | 'scratch' | 'memory',
+    private readonly cachePath: string | undefined,
+    private readonly pixels: { train: Uint8Array; test: Uint8Array } | undefined,
+    private readonly logger: Logger,
+  ) {}
+
+  static async open(
+    plan: DecodePlan,
+    files: readonly FileEntry[],
+    target: DecodeTarget,
+    logger: Logger,
+  ): Promise<DecodeOutput> {
+    const { layout, header } = plan;
+    const labels = Uint8Array.from([...plan.train, ...plan.test], (i) => files[i]!.classIndex);
+    const trainBytes = header.trainCount * layout.imageBytes;
+    const testBytes = header.testCount * layout.imageBytes;
+    const pixels = keepsInMemory(target.residentBytes, trainBytes, testBytes)
+      ? { train: new Uint8Array(trainBytes), test: new Uint8Array(testBytes) }
+      : undefined;
+    const keep = pixels
+      ? [
+          { at: layout.trainPixelsAt, into: pixels.train },
+          { at: layout.testPixelsAt, into: pixels.test },
+        ]
+      : [];
+    const make = (writer: CacheWriter, kind: 'cache' | 'scratch' | 'memory') =>
+      new DecodeOutput(plan, labels, writer, kind, target.cachePath, pixels, logger);
+
+    if (target.cachePath !== undefined) {
+      try {
+        await mkdir(dirname(target.cachePath), { recursive: true });
+        await removeStalePartials(dirname(target.cachePath));
+        const partial = partialPathFor(target.cachePath);
+        return make(await CacheWriter.open({ partial, keep, logger }), 'cache');
+      } catch (error) {
+        // A read-only or full cache costs a re-decode next time, never this load.
+        logger.warn(
+          `could not write the image folder cache ${target.cachePath}; the next load decodes again`,
+          { error: (error as Error).message },
+        );
+      }
+    }
+    if (pixels) return make(await CacheWriter.open({ keep, logger }), 'memory');
+    // Larger than the budget and no cache: a scratch file, unlinked as soon as it is open.
+    const dirs = [target.scratchDir, tmpdir()];
+    const errors: string[] = [];
+    for (const dir of dirs) {
+      try {
+        await mkdir(dir, { recursive: true });
+        const partial = join(
+          dir,
+          `.shardline-scratch-${target.fingerprint.slice(0, 16)}.${process.pid}.${randomBytes(4).toString('hex')}.partial`,
+        );
+        return make(await CacheWriter.open({ partial, logger }), 'scratch');
+      } catch (error) {
+        errors.push(`${dir}: ${(error as Error).message}`);
+      }
+    }
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `The decoded images (${formatCount(trainBytes + testBytes)} bytes) exceed the resident budget of ${formatCount(target.residentBytes)} bytes and no file could be created to hold them (${errors.join('; ')}). Free disk space or make the cache folder writable, or raise residentBytes (${RESIDENT_BYTES_ENV}) if the memory is there.`,
+    );
+  }
+
+  /** Offset of image k of a split in the file. */
+  offsetOf(split: 'train' | 'test', k: number): number {
+    const { layout } = this.plan;
+    return (split === 'train' ? layout.trainPixelsAt : layout.testPixelsAt) + k * layout.imageBytes;
+  }
+
+  /** Header and labels: everything before the pixels, known from the plan alone. */
+  async writeHead(): Promise<void> {
+    await this.writer.write(this.plan.headerBytes);
+    await this.writer.write(this.labels);
+  }
+
+  /** Commits the file and returns the sets: in memory, or paged on the file. */
+  async finish(): Promise<Pick<CachedSets, 'train' | 'test'>> {
+    const { plan, writer, pixels } = this;
+    const { header, layout } = plan;
+    const partial = await writer.finish();
+    const base = (count: number, labelBytes: Uint8Array) => ({
+      labels: labelBytes,
+      count,
+      height: header.height,
+      width: header.width,
+      channels: header.channels,
+      numClasses: header.classNames.length,
+    });
+    const trainLabels = this.labels.subarray(0, header.trainCount);
+    const testLabels = this.labels.subarray(header.trainCount);
+    if (pixels) {
+      if (partial !== undefined && this.kind === 'cache' && this.cachePath !== undefined) {
+        try {
+          await commitPartial(partial, this.cachePath);
+          this.logger.debug('wrote image folder cache', { cache: this.cachePath });
+        } catch (error) {
+          await rm(partial, { force: true });
+          this.logger.warn(
+            `could not write the image folder cache ${this.cachePath}; the next load decodes again`,
+            { error: (error as Error).message },
+          );
+        }
+      }
+      return {
+        train: { ...base(header.trainCount, trainLabels), images: pixels.train },
+        test: { ...base(header.testCount, testLabels), images: pixels.test },
+      };
+    }
+    if (partial === undefined) {
+      throw new ShardlineError('INTERNAL', 'A paged image folder has no file behind it.');
+    }
+    const fd = await openAsync(partial, 'r');
+    let source = partial;
+    try {
+      if (this.kind === 'cache' && this.cachePath !== undefined) {
+        try {
+          await commitPartial(partial, this.cachePath);
+          source = this.cachePath;
+        } catch (error) {
+          // Page from the open scratch copy: this load goes on, the next decodes again.
+          this.logger.warn(
+            `could not write the image folder cache ${this.cachePath}; the next load decodes again`,
+            { error: (error as Error).message },
+          );
+          await rm(partial, { force: true });
+        }
+      } else {
+        // Unlinked while open: the pixels live until the last set is closed or collected.
+        await rm(partial, { force: true });
+      }
+    } catch (error) {
+      await closeAsync(fd).catch(() => {});
+      throw error;
+    }
+    const [trainImages, testImages] = pagedSetsOnDescriptor(fd, source, [
+      { offset: layout.trainPixelsAt, count: header.trainCount, imageBytes: layout.imageBytes },
+      { offset: layout.testPixelsAt, count: header.testCount, imageBytes: layout.imageBytes },
+    ]);
+    return {
+      train: { ...base(header.trainCount, trainLabels), images: trainImages! },
+      test: { ...base(header.testCount, testLabels), images: testImages! },
+    };
+  }
+
+  async abort(): Promise<void> {
+    await this.writer.abort();
+  }
+}
+
+/**
+ * Decodes the plan's files into `output` in file order (train, then test), `concurrency` at a
+ * time. A file that fails to decode is recorded in `decodeErrors` and its slot zero-filled, so
+ * every other image still lands at its planned offset.
+ */
+async function decodeInPlace(
+  root: string,
+  files: readonly FileEntry[],
+  plan: DecodePlan,
+  output: DecodeOutput,
+  shape: DecodeShape,
+  decoder: ImageDecoder,
+  concurrency: number,
+  decodeErrors: (string | undefined)[],
+  progress: { options: ImageFolderOptions; logger: Logger; totalBytes: number },
+): Promise<void> {
+  const order = [...plan.train, ...plan.test];
+  const bytesPerImage = plan.layout.imageBytes;
+  const { height, width, colorMode } = shape;
+  const onProgress = progressCallback(progress.options, progress.logger);
+  const label = `the images of ${basename(root)}`;
+  const report = (receivedBytes: number, done: boolean) =>
+    onProgress({
+      file: label,
+      url: root,
+      receivedBytes,
+      totalBytes: progress.totalBytes,
+      done,
+      activity: 'decode',
+    });
+  let doneBytes = 0;
+  report(0, false);
+  await output.writeHead();
+  const zeros = new Uint8Array(bytesPerImage);
+  await decodeInOrder(
+    order.length,
+    concurrency,
+    async (p) => {
+      const i = order[p]!;
+      const file = files[i]!;
+      let data: Uint8Array = zeros;
+      try {
+        data = await decoder.decode(file.abs, { height, width, colorMode });
+        if (data.length !== bytesPerImage) {
+          throw new Error(`decoded to ${data.length} bytes, expected ${bytesPerImage}`);
+        }
+      } catch (error) {
+        decodeErrors[i] = `could not decode: ${reasonOf(error)}`;
+        data = zeros;
+      }
+      doneBytes += file.size;
+      report(doneBytes, false);
+      return data;
+    },
+    (bytes) => output.writer.write(bytes),
+  );
+  report(doneBytes, true);
+}
+
+/**
+ * Runs `produce` over 0..n-1, at most `concurrency` at a time, and hands the results to
+ * `consume` in index order. At most 2 x concurrency results wait for their turn, so memory is
+ * bounded by the window, not by n; a slow item holds the others back by at most that much.
+ */
+async function decodeInOrder(
+  n: number,
+  concurrency: number,
+  produce: (index: number) => Promise<Uint8Array>,
+  consume: (bytes: Uint8Array) => Promise<void>,
+): Promise<void> {
+  const window = Math.max(2, concurrency * 2);
+  const ready = new Map<number, Uint8Array>();
+  let nextStart = 0;
+  let nextWrite = 0;
+  let draining = false;
+  let failed = false;
+  let waiting: (() => void)[] = [];
+  const wake = () => {
+    const woken = waiting;
+    waiting = [];
+    for (const resolve of woken) resolve();
+  };
+  // One drainer at a time keeps the writes in order; a result that arrives mid-drain is taken
+  // by the running drainer, which re-checks after every write.
+  const drain = async () => {
+    if (draining) return;
+    draining = true;
+    try {
+      while (!failed && ready.has(nextWrite)) {
+        const bytes = ready.get(nextWrite)!;
+        ready.delete(nextWrite);
+        await consume(bytes);
+        nextWrite += 1;
+        wake();
+      }
+    } finally {
+      draining = false;
+    }
+  };
+  const worker = async () => {
+    try {
+      while (!failed && nextStart < n) {
+        if (nextStart - nextWrite >= window) {
+          await new Promise<void>((resolve) => waiting.push(resolve));
+          continue;
+        }
+        const index = nextStart++;
+        ready.set(index, await produce(index));
+        await drain();
+      }
+    } catch (error) {
+      failed = true;
+      wake();
+      throw error;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  if (nextWrite !== n) {
+    throw new ShardlineError(
+      'INTERNAL',
+      `Decoding wrote ${formatCount(nextWrite)} of ${formatCount(n)} images in order.`,
+    );
+  }
+}
+
+/**
+ * Fills `to` (a plan over fewer files) from `from` (the first pass's file or memory), image by
+ * image in `to`'s order: the fallback after a decode failure, with nothing decoded again.
+ */
+async function copyPlaced(from: DecodeOutput, to: DecodeOutput): Promise<void> {
+  const where = new Map<number, number>();
+  for (const [k, i] of from.plan.train.entries()) where.set(i, from.offsetOf('train', k));
+  for (const [k, i] of from.plan.test.entries()) where.set(i, from.offsetOf('test', k));
+  await to.writeHead();
+  const image = new Uint8Array(from.plan.layout.imageBytes);
+  for (const i of [...to.plan.train, ...to.plan.test]) {
+    await from.writer.readBack(where.get(i)!, image);
+    await to.writer.write(image);
+  }
 }
 
 function warnSkipped(logger: Logger, skipped: LoadedImageFolder['skipped']): void {
@@ -859,105 +1268,4 @@ function warnSkipped(logger: Logger, skipped: LoadedImageFolder['skipped']): voi
     `skipped ${formatCount(skipped.count)} file${skipped.count === 1 ? '' : 's'} that are not readable images: ${skipped.examples.map((s) => `${s.path} (${s.reason})`).join('; ')}${skipped.count > skipped.examples.length ? '; ...' : ''}`,
     { skipped: skipped.count },
   );
-}
-
-async function writeCacheFile(
-  path: string,
-  result: Pick<LoadedImageFolder, 'train' | 'test' | 'classNames' | 'fingerprint' | 'skipped'>,
-): Promise<void> {
-  const { train, test } = result;
-  const header: CacheHeader = {
-    fingerprint: result.fingerprint,
-    classNames: [...result.classNames],
-    height: train.height,
-    width: train.width,
-    channels: train.channels,
-    trainCount: train.count,
-    testCount: test.count,
-    skipped: { count: result.skipped.count, examples: [...result.skipped.examples] },
-  };
-  const json = Buffer.from(JSON.stringify(header), 'utf8');
-  const prefix = Buffer.alloc(16);
-  prefix.write(IMAGE_FOLDER_CACHE_MAGIC, 0, 'latin1');
-  prefix.writeUInt32LE(IMAGE_FOLDER_CACHE_VERSION, 8);
-  prefix.writeUInt32LE(json.length, 12);
-  const chunks = [prefix, json, train.labels, test.labels, train.images, test.images];
-  const hash = createHash('sha256');
-  for (const c of chunks) hash.update(c);
-  chunks.push(hash.digest());
-  await writeFileAtomic(path, chunks);
-}
-
-async function readCacheFile(
-  path: string,
-  fingerprint: string,
-  logger: Logger,
-): Promise<
-  Pick<LoadedImageFolder, 'train' | 'test' | 'classNames' | 'fingerprint' | 'skipped'> | undefined
-> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch {
-    return undefined;
-  }
-  const bad = (why: string) => {
-    logger.warn(`ignoring damaged image folder cache ${path} (${why}); decoding the images again`);
-    return undefined;
-  };
-  if (bytes.length < 16 + 32) return bad('truncated');
-  if (bytes.toString('latin1', 0, 8) !== IMAGE_FOLDER_CACHE_MAGIC) return bad('wrong magic');
-  if (bytes.readUInt32LE(8) !== IMAGE_FOLDER_CACHE_VERSION) return bad('another format version');
-  const headerLength = bytes.readUInt32LE(12);
-  if (16 + headerLength + 32 > bytes.length) return bad('truncated header');
-  let header: CacheHeader;
-  try {
-    header = JSON.parse(bytes.toString('utf8', 16, 16 + headerLength)) as CacheHeader;
-  } catch {
-    return bad('unreadable header');
-  }
-  const { height, width, channels, trainCount, testCount, classNames } = header;
-  const ints = [height, width, channels, trainCount, testCount];
-  if (
-    header.fingerprint !== fingerprint ||
-    !Array.isArray(classNames) ||
-    !ints.every((n) => Number.isSafeInteger(n) && n >= 0) ||
-    (channels !== 1 && channels !== 3) ||
-    typeof header.skipped?.count !== 'number' ||
-    !Array.isArray(header.skipped.examples)
-  ) {
-    return bad('unexpected header');
-  }
-  const s = height * width * channels;
-  const body = 16 + headerLength;
-  const expected = body + (trainCount + testCount) * (1 + s) + 32;
-  if (bytes.length !== expected) return bad(`expected ${expected} bytes, found ${bytes.length}`);
-  const digest = createHash('sha256')
-    .update(bytes.subarray(0, expected - 32))
-    .digest();
-  if (!digest.equals(bytes.subarray(expected - 32))) return bad('checksum mismatch');
-  const view = (offset: number, length: number) =>
-    new Uint8Array(bytes.buffer, bytes.byteOffset + offset, length);
-  const trainLabels = view(body, trainCount);
-  const testLabels = view(body + trainCount, testCount);
-  for (const labels of [trainLabels, testLabels]) {
-    for (const l of labels) if (l >= classNames.length) return bad('label out of range');
-  }
-  const pixelsAt = body + trainCount + testCount;
-  const set = (labels: Uint8Array, images: Uint8Array, count: number): ImageSet => ({
-    images,
-    labels,
-    count,
-    height,
-    width,
-    channels,
-    numClasses: classNames.length,
-  });
-  return {
-    train: set(trainLabels, view(pixelsAt, trainCount * s), trainCount),
-    test: set(testLabels, view(pixelsAt + trainCount * s, testCount * s), testCount),
-    classNames,
-    fingerprint,
-    skipped: header.skipped,
-  };
 }

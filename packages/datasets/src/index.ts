@@ -65,11 +65,21 @@ export {
   type LoadedImageFolder,
   loadImageFolder,
   MAX_IMAGE_FOLDER_CLASSES,
+  RESIDENT_BYTES_ENV,
+  type ReadImageFolderCacheOptions,
   readImageFolderCache,
   type SkippedImage,
   sharpDecoder,
 } from './imageFolder.js';
-export { checkImageSet, type ImageSet, imageSize, takeImages } from './imageSet.js';
+export {
+  checkImageSet,
+  closeImageSet,
+  concatImageSets,
+  type ImagePixels,
+  type ImageSet,
+  imageSize,
+  takeImages,
+} from './imageSet.js';
 export { type IterateBatchesOptions, iterateBatches } from './iterate.js';
 export {
   type DatasetSource,
@@ -85,6 +95,11 @@ export {
   searchLocations,
   userCacheDir,
 } from './locations.js';
+export {
+  openPagedImages,
+  type PagedImages,
+  type PagedImagesLayout,
+} from './pagedImages.js';
 export {
   createProgressReporter,
   type DownloadProgress,

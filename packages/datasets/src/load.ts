@@ -64,8 +64,9 @@ export interface DatasetSource {
 
 /** What {@link loadDataset} returns. */
 export interface LoadedDataset {
-  readonly train: ImageSet;
-  readonly test: ImageSet;
+  /** Always in memory: IDX files are small enough (Fashion-MNIST's train split is 47 MB). */
+  readonly train: ImageSet<Uint8Array>;
+  readonly test: ImageSet<Uint8Array>;
   readonly descriptor: DatasetDescriptor;
   readonly source: DatasetSource;
 }
@@ -213,7 +214,7 @@ function finish(
   location: SearchLocation,
   found: Located[],
   downloaded: string[],
-  loaded: { train: ImageSet; test: ImageSet; verified: boolean },
+  loaded: { train: ImageSet<Uint8Array>; test: ImageSet<Uint8Array>; verified: boolean },
   options: LoadDatasetOptions,
   logger: Logger,
 ): LoadedDataset {
@@ -299,7 +300,7 @@ async function loadLocated(
   probe: Probe,
   verify: boolean,
   alreadyDecoded: Map<string, Decoded>,
-): Promise<{ train: ImageSet; test: ImageSet; verified: boolean }> {
+): Promise<{ train: ImageSet<Uint8Array>; test: ImageSet<Uint8Array>; verified: boolean }> {
   const remedy = remedyFor(probe.location, descriptor);
   // All four at once (gunzip runs on the thread pool), but errors reported in file order so the
   // same damage always gives the same message.
@@ -438,7 +439,7 @@ function toImageSet(
   images: { located: Located; idx: IdxArray },
   labels: { located: Located; idx: IdxArray },
   remedy: string,
-): ImageSet {
+): ImageSet<Uint8Array> {
   // Counts were each checked against the descriptor; this catches a descriptor-free mix-up
   // and keeps the invariant local.
   const count = images.idx.shape[0]!;

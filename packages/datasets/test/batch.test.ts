@@ -6,7 +6,7 @@ import { iterateBatches } from '../src/iterate.js';
 import { createEpochPlan, epochOrder, shardIndices } from '../src/sampler.js';
 
 /** 6 images of 4x5x1: pixel = 10 * index + row * 5 + column + 1 (never 0, so fills show). */
-function makeSet(count = 6, height = 4, width = 5, channels = 1): ImageSet {
+function makeSet(count = 6, height = 4, width = 5, channels = 1): ImageSet<Uint8Array> {
   const images = new Uint8Array(count * height * width * channels);
   for (let i = 0; i < images.length; i++) {
     const n = Math.floor(i / (height * width * channels));

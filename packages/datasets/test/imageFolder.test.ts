@@ -10,6 +10,7 @@ import {
   loadImageFolder,
   sharpDecoder,
 } from '../src/imageFolder.js';
+import type { ImageSet } from '../src/imageSet.js';
 
 /** Class colours: red, green, blue squares with a white top-left pixel. */
 const COLORS: Record<string, [number, number, number]> = {
@@ -75,6 +76,12 @@ function countingDecoder(): ImageDecoder & { decodes: number } {
   return d;
 }
 
+/** The pixels of a set the test expects in memory (the default budget holds these folders). */
+function pixels(set: ImageSet): Uint8Array {
+  if (!(set.images instanceof Uint8Array)) throw new Error('expected in-memory pixels');
+  return set.images;
+}
+
 async function rejection(p: Promise<unknown>): Promise<{ code: string; message: string }> {
   try {
     await p;
@@ -102,9 +109,9 @@ describe('layout and labels', () => {
     const s = 16 * 16 * 3;
     const redAt = [...r.train.labels].indexOf(3);
     const centre = redAt * s + (8 * 16 + 8) * 3;
-    expect([...r.train.images.subarray(centre, centre + 3)].map((v) => Math.round(v / 16))).toEqual(
-      [16, 0, 0],
-    );
+    expect(
+      [...pixels(r.train).subarray(centre, centre + 3)].map((v) => Math.round(v / 16)),
+    ).toEqual([16, 0, 0]);
   });
 
   it('uses train/ and test/ when both exist, and classNames fixes order and selection', async () => {
@@ -145,11 +152,11 @@ describe('layout and labels', () => {
     const c = await load(8);
     expect(a.test.count).toBe(9);
     expect(a.train.count).toBe(21);
-    expect(Buffer.from(a.test.images).equals(Buffer.from(b.test.images))).toBe(true);
-    expect(Buffer.from(a.train.images).equals(Buffer.from(b.train.images))).toBe(true);
+    expect(Buffer.from(pixels(a.test)).equals(Buffer.from(pixels(b.test)))).toBe(true);
+    expect(Buffer.from(pixels(a.train)).equals(Buffer.from(pixels(b.train)))).toBe(true);
     // Images of one class are identical squares, so compare which files were picked via pixels
     // of JPEG vs PNG (they differ slightly): some seed must pick a different set.
-    expect(Buffer.from(a.test.images).equals(Buffer.from(c.test.images))).toBe(false);
+    expect(Buffer.from(pixels(a.test)).equals(Buffer.from(pixels(c.test)))).toBe(false);
   });
 
   it('refuses fewer than two classes, a missing classNames folder, a file and a missing path', async () => {
@@ -193,7 +200,7 @@ describe('pixels', () => {
     const base = options({ validationSplit: 0.5 });
     const rgb = await loadImageFolder(d, base);
     expect(rgb.train.channels).toBe(3);
-    const a = rgb.train.images.subarray(0, 16 * 16 * 3);
+    const a = pixels(rgb.train).subarray(0, 16 * 16 * 3);
     expect([...a.subarray(0, 3)]).toEqual([255, 255, 255]);
     expect([...a.subarray(3, 6)]).toEqual([200, 100, 50]);
 
@@ -201,15 +208,15 @@ describe('pixels', () => {
     expect(grey.train.channels).toBe(1);
     // libvips' sRGB -> b-w conversion (luma computed in linear light) gives 128 for (200, 100,
     // 50); gamma-space Rec. 709 would give 118. Either way it lies between the channels.
-    expect(grey.train.images[0]).toBe(255);
-    expect(Math.abs(grey.train.images[1]! - 128)).toBeLessThanOrEqual(2);
+    expect(pixels(grey.train)[0]).toBe(255);
+    expect(Math.abs(pixels(grey.train)[1]! - 128)).toBeLessThanOrEqual(2);
 
     const small = await loadImageFolder(d, { ...base, imageSize: { height: 4, width: 8 } });
     expect([small.train.height, small.train.width, small.train.channels]).toEqual([4, 8, 3]);
-    expect(small.train.images.length).toBe(small.train.count * 4 * 8 * 3);
+    expect(pixels(small.train).length).toBe(small.train.count * 4 * 8 * 3);
     // far from the white corner the colour is unchanged by resizing
     const at = (3 * 8 + 7) * 3;
-    expect([...small.train.images.subarray(at, at + 3)]).toEqual([200, 100, 50]);
+    expect([...pixels(small.train).subarray(at, at + 3)]).toEqual([200, 100, 50]);
   });
 
   it('defaults to grayscale only when every image is greyscale', async () => {
@@ -221,12 +228,12 @@ describe('pixels', () => {
     }
     const g = await loadImageFolder(d, options({ validationSplit: 0.5 }));
     expect(g.train.channels).toBe(1);
-    expect(g.train.images[1]).toBe(90);
+    expect(pixels(g.train)[1]).toBe(90);
     await writeFile(join(d, 'a', 'c.png'), await square([1, 2, 3], 'png'));
     const c = await loadImageFolder(d, options({ validationSplit: 0.5 }));
     expect(c.train.channels).toBe(3);
     // a greyscale image in rgb mode repeats its value in all three channels
-    const all = Buffer.concat([c.train.images, c.test.images]);
+    const all = Buffer.concat([pixels(c.train), pixels(c.test)]);
     const greyImage = [...c.train.labels, ...c.test.labels].length;
     expect(greyImage).toBe(5);
     const rgbTriples = new Set<string>();
@@ -292,7 +299,7 @@ describe('cache', () => {
     expect(b.fromCache).toBe(true);
     expect(b.cachePath).toBe(a.cachePath);
     expect(b.classNames).toEqual(a.classNames);
-    expect(Buffer.from(b.train.images).equals(Buffer.from(a.train.images))).toBe(true);
+    expect(Buffer.from(pixels(b.train)).equals(Buffer.from(pixels(a.train)))).toBe(true);
     expect([...b.test.labels]).toEqual([...a.test.labels]);
     // Pixel-changing options are part of the key.
     const third = countingDecoder();
@@ -329,7 +336,7 @@ describe('cache', () => {
     counter = countingDecoder();
     const c = await loadImageFolder(d, options({ validationSplit: 0.5, decoder: counter }));
     expect(counter.decodes).toBe(6);
-    expect(Buffer.from(c.train.images).equals(Buffer.from(a.train.images))).toBe(true);
+    expect(Buffer.from(pixels(c.train)).equals(Buffer.from(pixels(a.train)))).toBe(true);
     await writeFile(a.cachePath, 'garbage');
     const e = await loadImageFolder(d, options({ validationSplit: 0.5 }));
     expect(e.fromCache).toBe(false);
