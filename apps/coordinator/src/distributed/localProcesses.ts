@@ -41,11 +41,12 @@ export interface LocalWorkers {
  * from SHARDLINE_* variables this process happens to inherit: those may be meant for another
  * worker on the machine (a token file, TLS files, a config file, --no-download) or for the
  * coordinator itself, and would override or contradict what the coordinator decided.
- * SHARDLINE_DATA_DIR stays: it means the same folder to both programs. Every SHARDLINE_*
+ * SHARDLINE_DATA_DIR stays: it means the same folder to both programs; so does
+ * SHARDLINE_RESIDENT_BYTES, the memory budget of image sets on this machine. Every SHARDLINE_*
  * variable goes, not only the worker's current ones, so a setting added to the worker later is
  * covered without the coordinator having to know it.
  */
-const INHERITED_WORKER_VARIABLES = new Set(['SHARDLINE_DATA_DIR']);
+const INHERITED_WORKER_VARIABLES = new Set(['SHARDLINE_DATA_DIR', 'SHARDLINE_RESIDENT_BYTES']);
 
 function childEnv(overrides: Record<string, string | undefined> | undefined): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
