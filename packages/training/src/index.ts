@@ -32,6 +32,17 @@ export {
   type ShareNumbers,
 } from './reports.js';
 export {
+  createMemoryRing,
+  type MemoryRingOptions,
+} from './ring/memoryRing.js';
+export { type RingSegment, ringSegments } from './ring/plan.js';
+export {
+  type RingAllReduceOptions,
+  type RingResult,
+  ringAllReduce,
+} from './ring/ringAllReduce.js';
+export type { RingDtype, RingLink, RingMessage, RingPhase } from './ring/types.js';
+export {
   type RunningSums,
   runSynchronousTraining,
   type SyncTrainingOptions,
