@@ -1,14 +1,14 @@
 /**
  * The coordinator's security decisions without a network: which --listen addresses are refused
- * or warned about, what local workers are handed (token by environment only), and the
- * constant-time token check. No socket is opened here; security.e2e.test.ts covers the wire.
+ * or warned about, and what local workers are handed (token by environment only). The
+ * constant-time token check lives in @shardline/protocol and is tested there (test/auth.test.ts).
+ * No socket is opened here; security.e2e.test.ts covers the wire.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '@shardline/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTokenVerifier } from '../src/distributed/auth.js';
 import {
   localDialAddress,
   readSecurityFlags,
@@ -163,18 +163,6 @@ describe('local workers', () => {
     // Without local workers it is fine: remote workers bring their own certificates.
     const { security } = resolveWith(flags, '127.0.0.1:0', 0);
     expect(security.tls).toBe('mutual');
-  });
-});
-
-describe('token verifier', () => {
-  it('accepts only the exact token', () => {
-    const verify = createTokenVerifier(TOKEN);
-    expect(verify(TOKEN)).toBe(true);
-    expect(verify(undefined)).toBe(false);
-    expect(verify('')).toBe(false);
-    expect(verify(`${TOKEN}x`)).toBe(false);
-    expect(verify(TOKEN.slice(0, -1))).toBe(false);
-    expect(verify(TOKEN.toUpperCase())).toBe(false);
   });
 });
 

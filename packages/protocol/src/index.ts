@@ -1,12 +1,20 @@
 /**
- * @shardline/protocol: Shardline's gRPC wire contract. The messages and the CoordinatorService
- * definition are generated from proto/shardline/v1 by ts-proto (src/gen, committed); beside
- * them, the hand-written parts every peer needs: the protocol version check, tensor codecs
- * (float32, float16, bfloat16), chunked transfer with checksums, ShardlineError <-> gRPC status
- * conversion, channel/server option presets, and channel security (the token's metadata and
- * interceptor, TLS PEM files checked at startup).
+ * @shardline/protocol: Shardline's gRPC wire contract. The messages, the CoordinatorService
+ * definition and the PeerService (ring mode, worker to worker) are generated from
+ * proto/shardline/v1 by ts-proto (src/gen, committed); beside them, the hand-written parts every
+ * peer needs: the protocol version check, tensor codecs (float32, float16, bfloat16), chunked
+ * transfer with checksums, ShardlineError <-> gRPC status conversion, channel/server option
+ * presets, and channel security (the token's metadata and interceptor, the server-side token
+ * guard, TLS PEM files checked at startup).
  */
 
+export {
+  COORDINATOR_TOKEN_REFUSALS,
+  createTokenVerifier,
+  type RequireTokenOptions,
+  requireToken,
+  type TokenRefusal,
+} from './auth.js';
 export {
   type AssembledTensor,
   assertChunkBytes,
@@ -75,7 +83,17 @@ export {
   LeaveResponse,
   ModelArtifacts,
   NumberList,
+  PeerServiceClient,
+  type PeerServiceServer,
+  PeerServiceService,
   PluginRequirement,
+  RingChunk,
+  RingHello,
+  RingPhase,
+  RingRequest,
+  RingResponse,
+  ringPhaseFromJSON,
+  ringPhaseToJSON,
   StepAssignment,
   StepResult,
   Stop,

@@ -28,12 +28,12 @@ import {
   isWildcardHost,
   readTlsFiles,
   readTokenFile,
+  requireToken,
   splitHostPort,
   type TlsFiles,
   TOKEN_ENV,
   TOKEN_FILE_ENV,
 } from '@shardline/protocol';
-import { requireToken } from './auth.js';
 
 /** The security flags of `train`, the token file already read. */
 export interface ServerSecurityFlags {

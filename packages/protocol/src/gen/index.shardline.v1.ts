@@ -7,3 +7,4 @@
 
 export * from "./shardline/v1/tensor.js";
 export * from "./shardline/v1/coordinator.js";
+export * from "./shardline/v1/peer.js";
