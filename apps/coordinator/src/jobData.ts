@@ -9,6 +9,7 @@ import { basename, resolve } from 'node:path';
 import { type Logger, ShardlineError, toShardlineError } from '@shardline/core';
 import {
   cacheImageSets,
+  type DatasetDescriptor,
   datasetNames,
   getDataset,
   type ImageSet,
@@ -141,6 +142,19 @@ function builtinOptions(config: TrainConfig) {
   };
 }
 
+/** What a built-in dataset's descriptor says of the job's data. */
+function describeDescriptor(
+  d: DatasetDescriptor,
+): Pick<JobData, 'label' | 'classNames' | 'height' | 'width' | 'channels'> {
+  return {
+    label: d.name,
+    classNames: d.classNames,
+    height: d.height,
+    width: d.width,
+    channels: d.channels,
+  };
+}
+
 async function loadBuiltin(
   config: TrainConfig,
   logger: Logger,
@@ -152,13 +166,8 @@ async function loadBuiltin(
     logger,
     ...(progress === undefined ? {} : { progress }),
   });
-  const d = data.descriptor;
   return {
-    label: d.name,
-    classNames: d.classNames,
-    height: d.height,
-    width: d.width,
-    channels: d.channels,
+    ...describeDescriptor(data.descriptor),
     trainCount: data.train.count,
     testCount: data.test.count,
     splits: { train: data.train, test: data.test },
@@ -186,11 +195,7 @@ async function describeBuiltin(config: TrainConfig, logger: Logger): Promise<Job
     });
   }
   return {
-    label: d.name,
-    classNames: d.classNames,
-    height: d.height,
-    width: d.width,
-    channels: d.channels,
+    ...describeDescriptor(d),
     trainCount: count(d.train.count, config.limitTrain),
     testCount: count(d.test.count, config.limitTest),
     ...(testLabels ? { testLabels } : {}),

@@ -26,7 +26,6 @@ import {
   flagsGiven,
   settingOptionDescription,
 } from '@shardline/core/settings/commander';
-import { DataType } from '@shardline/protocol';
 import { Command, CommanderError } from 'commander';
 import { checkHealthListen } from './distributed/healthListen.js';
 import type { ServerSecurityFlags } from './distributed/security.js';
@@ -38,7 +37,7 @@ import {
   type TRAIN_SETTINGS,
   TRAIN_SETTINGS_MODEL,
   type TrainConfig,
-  type TrainSettings,
+  toDistributedSettings,
   toTrainConfig,
 } from './trainConfig.js';
 
@@ -139,12 +138,6 @@ function resolveTrainSettings(
   });
 }
 
-const WIRE_DTYPES = {
-  float32: DataType.FLOAT32,
-  float16: DataType.FLOAT16,
-  bfloat16: DataType.BFLOAT16,
-} as const;
-
 /** The settings of `train` that are not part of the job's config. */
 function toTrainFlags(resolved: ResolvedTrainSettings): TrainFlags {
   const s = resolved.settings;
@@ -152,29 +145,7 @@ function toTrainFlags(resolved: ResolvedTrainSettings): TrainFlags {
     inProcess: s.inProcess,
     outGiven: sourceOf(resolved, 'out').kind !== 'default',
     logLevel: s.logLevel,
-    distributed: {
-      listen: s.listen,
-      ...(s.healthListen === undefined ? {} : { healthListen: s.healthListen }),
-      localWorkers: s.localWorkers,
-      minWorkers: s.minWorkers ?? Math.max(1, s.localWorkers),
-      gradientDtype: WIRE_DTYPES[s.gradientDtype],
-      weightsDtype: WIRE_DTYPES[s.weightsDtype],
-      maxWorkers: s.maxWorkers,
-      workerTimeoutMs: s.workerTimeout * 1000,
-      waitTimeoutMs: s.waitTimeout * 1000,
-      security: securityFlags(s),
-    },
-  };
-}
-
-/** The security settings; the settings model has already read a token file into `token`. */
-function securityFlags(s: TrainSettings): ServerSecurityFlags {
-  return {
-    insecure: s.insecure,
-    ...(s.token === undefined ? {} : { token: s.token }),
-    ...(s.tlsCert === undefined ? {} : { tlsCert: s.tlsCert }),
-    ...(s.tlsKey === undefined ? {} : { tlsKey: s.tlsKey }),
-    ...(s.tlsCa === undefined ? {} : { tlsCa: s.tlsCa }),
+    distributed: toDistributedSettings(s),
   };
 }
 

@@ -6,15 +6,19 @@
  */
 import { createLogger, type Logger, ShardlineError } from '@shardline/core';
 import { resolveSettings } from '@shardline/core/settings';
-import { DataType } from '@shardline/protocol';
-import type { DistributedSettings } from './distributed/trainDistributed.js';
-import { trainDistributed } from './distributed/trainDistributed.js';
+import { type DistributedSettings, trainDistributed } from './distributed/trainDistributed.js';
 import { trainInProcess } from './inProcess.js';
 import type { JobSources, TrainResult } from './job.js';
 import type { InMemoryDataset } from './jobData.js';
 import type { ModelSource } from './jobModel.js';
 import { createEventReporter, type TrainEvent } from './reporter.js';
-import { TRAIN_SETTINGS_MODEL, type TrainConfig, toTrainConfig } from './trainConfig.js';
+import {
+  TRAIN_SETTINGS_MODEL,
+  type TrainConfig,
+  type TrainSettings,
+  toDistributedSettings,
+  toTrainConfig,
+} from './trainConfig.js';
 
 /** What {@link train} takes. Anything left out has the default `shardline-coordinator train` has. */
 export interface TrainOptions
@@ -27,7 +31,7 @@ export interface TrainOptions
   dataset?: string | InMemoryDataset;
   /** Train inside this process, without gRPC or workers. Default false. */
   inProcess?: boolean;
-  /** Serving and membership when not in-process; `localWorkers` defaults to 2, `listen` to 127.0.0.1:0. */
+  /** Serving and membership when not in-process: the CLI's defaults, except `listen` (127.0.0.1:0, any free port). */
   distributed?: Partial<Omit<DistributedSettings, 'gradientDtype' | 'weightsDtype'>> & {
     gradientDtype?: 'float32' | 'float16' | 'bfloat16';
     weightsDtype?: 'float32' | 'float16' | 'bfloat16';
@@ -40,11 +44,9 @@ export interface TrainOptions
   signal?: AbortSignal;
 }
 
-const WIRE = { float32: DataType.FLOAT32, float16: DataType.FLOAT16, bfloat16: DataType.BFLOAT16 };
-
 /** The CLI's defaults, read from its settings table with no flags, variables or config file. */
-function defaultConfig(): TrainConfig {
-  return toTrainConfig(resolveSettings(TRAIN_SETTINGS_MODEL, { flags: {}, env: {} }).settings);
+function defaultSettings(): TrainSettings {
+  return resolveSettings(TRAIN_SETTINGS_MODEL, { flags: {}, env: {} }).settings;
 }
 
 /**
@@ -79,7 +81,8 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     signal,
     ...overrides
   } = options;
-  const base = defaultConfig();
+  const defaults = defaultSettings();
+  const base = toTrainConfig(defaults);
   const sets = typeof dataset === 'object' ? dataset : undefined;
   const config: TrainConfig = {
     ...base,
@@ -116,17 +119,18 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   };
   const control = signal ? { shouldStop: () => signal.aborted, stopSignal: signal } : {};
   if (inProcess) return trainInProcess(config, reporter, logger, control, sources);
-  const localWorkers = distributed?.localWorkers ?? 2;
+  const { gradientDtype, weightsDtype, ...serving } = distributed ?? {};
   const settings: DistributedSettings = {
-    listen: '127.0.0.1:0',
-    minWorkers: Math.max(1, localWorkers),
-    maxWorkers: 0,
-    workerTimeoutMs: 10_000,
-    waitTimeoutMs: 300_000,
-    ...distributed,
-    localWorkers,
-    gradientDtype: WIRE[distributed?.gradientDtype ?? 'float32'],
-    weightsDtype: WIRE[distributed?.weightsDtype ?? 'float32'],
+    ...toDistributedSettings({
+      ...defaults,
+      // Any free port: a program (or a test) running several jobs must not collide on 7070.
+      listen: '127.0.0.1:0',
+      localWorkers: serving.localWorkers ?? defaults.localWorkers,
+      ...(serving.minWorkers === undefined ? {} : { minWorkers: serving.minWorkers }),
+      gradientDtype: gradientDtype ?? defaults.gradientDtype,
+      weightsDtype: weightsDtype ?? defaults.weightsDtype,
+    }),
+    ...serving,
   };
   return trainDistributed(
     config,

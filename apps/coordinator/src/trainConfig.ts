@@ -24,9 +24,11 @@ import {
 } from '@shardline/core/settings';
 import { datasetNames } from '@shardline/datasets';
 import { listModels } from '@shardline/models';
-import { TOKEN_FILE_FORM } from '@shardline/protocol';
+import { DataType, TOKEN_FILE_FORM } from '@shardline/protocol';
 import type { TrainerConfig } from '@shardline/training';
 import { parseHealthListen } from './distributed/healthListen.js';
+import type { ServerSecurityFlags } from './distributed/security.js';
+import type { DistributedSettings } from './distributed/trainDistributed.js';
 import {
   classNamesText,
   hyperparameterItem,
@@ -543,5 +545,41 @@ export function toTrainConfig(s: TrainSettings): TrainConfig {
     checkpointEvery: s.checkpointEvery,
     keepCheckpoints: s.keepCheckpoints,
     logFormat: s.logFormat,
+  };
+}
+
+const WIRE_DTYPE_VALUES = {
+  float32: DataType.FLOAT32,
+  float16: DataType.FLOAT16,
+  bfloat16: DataType.BFLOAT16,
+} as const;
+
+/**
+ * The distributed mode's settings (serving, membership, the wire, security) from `train`'s
+ * resolved settings: the one mapping both the CLI and `train()` use, so they share defaults.
+ */
+export function toDistributedSettings(s: TrainSettings): DistributedSettings {
+  return {
+    listen: s.listen,
+    ...(s.healthListen === undefined ? {} : { healthListen: s.healthListen }),
+    localWorkers: s.localWorkers,
+    minWorkers: s.minWorkers ?? Math.max(1, s.localWorkers),
+    gradientDtype: WIRE_DTYPE_VALUES[s.gradientDtype],
+    weightsDtype: WIRE_DTYPE_VALUES[s.weightsDtype],
+    maxWorkers: s.maxWorkers,
+    workerTimeoutMs: s.workerTimeout * 1000,
+    waitTimeoutMs: s.waitTimeout * 1000,
+    security: securityFlags(s),
+  };
+}
+
+/** The security settings; the settings model has already read a token file into `token`. */
+function securityFlags(s: TrainSettings): ServerSecurityFlags {
+  return {
+    insecure: s.insecure,
+    ...(s.token === undefined ? {} : { token: s.token }),
+    ...(s.tlsCert === undefined ? {} : { tlsCert: s.tlsCert }),
+    ...(s.tlsKey === undefined ? {} : { tlsKey: s.tlsKey }),
+    ...(s.tlsCa === undefined ? {} : { tlsCa: s.tlsCa }),
   };
 }

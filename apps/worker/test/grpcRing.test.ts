@@ -13,12 +13,10 @@ import {
   CHANNEL_OPTIONS,
   crc32,
   createTokenInterceptor,
-  DataType,
   PeerServiceClient,
   PROTOCOL_VERSION,
   type RingChunk,
   type RingHello,
-  RingPhase,
   type RingResponse,
 } from '@shardline/protocol';
 import {
@@ -28,7 +26,7 @@ import {
   ringAllReduce,
 } from '@shardline/training';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createGrpcRingLink, type GrpcRingLink } from '../src/peer/grpcRingLink.js';
+import { createGrpcRingLink, type GrpcRingLink, ringChunkOf } from '../src/peer/grpcRingLink.js';
 import { type PeerServer, startPeerServer } from '../src/peer/peerServer.js';
 
 const TOKEN = 'peer-ring-token-0123456789abcdef';
@@ -247,23 +245,6 @@ function hello(): RingHello {
   };
 }
 
-function wire(m: RingMessage): RingChunk {
-  const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
-  return {
-    step: BigInt(m.step),
-    phase: m.phase === 'reduce-scatter' ? RingPhase.REDUCE_SCATTER : RingPhase.ALL_GATHER,
-    round: m.round,
-    segment: m.segment,
-    chunk: m.chunk,
-    offset: BigInt(m.offset),
-    count: m.count,
-    samples: BigInt(m.samples),
-    dtype: DataType.FLOAT32,
-    data,
-    crc32: crc32(data),
-  };
-}
-
 /** The first message `rank` would send in this all-reduce: what its right neighbour expects. */
 async function firstMessage(
   rank: number,
@@ -395,7 +376,7 @@ describe('a rogue peer is refused by the worker it talks to', () => {
     for (const [what, token, fields, code, message] of tries) {
       const rogue = rogueStream(target, token);
       if (fields === 'chunk-first') {
-        rogue.chunk(wire(await firstMessage(1, 2, new Float32Array(8), 1, 0)));
+        rogue.chunk(ringChunkOf(await firstMessage(1, 2, new Float32Array(8), 1, 0)));
       } else if (fields !== 'silent') {
         rogue.hello(fields);
       }
@@ -503,7 +484,7 @@ describe('a rogue peer is refused by the worker it talks to', () => {
       const first = await firstMessage(2, 3, gradients[2]!, counts[2]!, step);
       const rogue = rogueStream(servers[0]!.address, TOKEN);
       rogue.hello({ ringId: `ring-${formations}`, senderRank: 2, worldSize: 3 });
-      rogue.chunk(tamper(wire(first)));
+      rogue.chunk(tamper(ringChunkOf(first)));
       const settled = await settleWithin(honest, SETTLE_MS);
       expect(codeOf(settled[0]!)).toBe(localCode);
       expect(messageOf(settled[0]!)).toMatch(localMessage);

@@ -138,7 +138,7 @@ class Link implements GrpcRingLink {
     if (signal?.aborted) throw signal.reason;
     if (this.dead.signal.aborted) throw this.dead.signal.reason;
     const call = this.open();
-    if (call.write({ kind: { $case: 'chunk', value: toWire(message) } })) return;
+    if (call.write({ kind: { $case: 'chunk', value: ringChunkOf(message) } })) return;
     // Backpressure: gRPC's buffer is full, so wait for it to drain, for the stream to die
     // (no 'drain' ever comes then), or for the caller to give up.
     const stop = signal ? AbortSignal.any([signal, this.dead.signal]) : this.dead.signal;
@@ -290,8 +290,11 @@ function isRingFailure(reason: unknown, ringId: string): reason is ShardlineErro
 /** The wire's name for each encoding the all-reduce may use (a new RingDtype must add one). */
 const WIRE_DTYPE: Readonly<Record<RingDtype, DataType>> = { float32: DataType.FLOAT32 };
 
-/** A RingMessage as the wire's RingChunk; the bytes are shared, not copied. */
-function toWire(m: RingMessage): RingChunk {
+/**
+ * A RingMessage as the wire's RingChunk, CRC-32 included; the bytes are shared, not copied.
+ * The peer server's `toRingMessage` is the way back.
+ */
+export function ringChunkOf(m: RingMessage): RingChunk {
   const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
   return {
     step: BigInt(m.step),
