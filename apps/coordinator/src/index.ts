@@ -15,7 +15,7 @@ export {
 } from './evaluate.js';
 export type { JobSources, TrainResult } from './job.js';
 export type { InMemoryDataset } from './jobData.js';
-export type { ModelSource } from './jobModel.js';
+export type { ModelBuildContext, ModelSource } from './jobModel.js';
 export {
   type ClassProbability,
   type ImagePrediction,

@@ -62,7 +62,24 @@ export interface JobModel {
  * A model as code gives it: a registry name or file path (as `--model`), a model spec (as
  * `registerModel` takes it), or a function that builds the model.
  */
-export type ModelSource = string | ModelSpec | (() => tf.LayersModel | Promise<tf.LayersModel>);
+export type ModelSource =
+  | string
+  | ModelSpec
+  | ((context: ModelBuildContext) => tf.LayersModel | Promise<tf.LayersModel>);
+
+/**
+ * What a model function is given: the data's shape, so that one function fits any dataset, and
+ * the run's seed, so that its initialisers can be seeded (tfjs has no global seed: a model built
+ * with unseeded initialisers starts from different weights on every run).
+ */
+export interface ModelBuildContext {
+  /** `[height, width, channels]` of the dataset's images: the model's input shape. */
+  readonly inputShape: readonly [number, number, number];
+  /** Number of classes: the output layer's units. */
+  readonly numClasses: number;
+  /** The run's `seed`, for the initialisers (`tf.initializers.glorotUniform({ seed })`). */
+  readonly seed: number;
+}
 
 /** What {@link resolveJobModel} takes. */
 export interface JobModelOptions {
@@ -106,7 +123,11 @@ export async function resolveJobModel(options: JobModelOptions): Promise<JobMode
   let built: Omit<JobModel, 'artifacts' | 'plugins'>;
   const source = options.model;
   if (typeof source === 'function') {
-    const model = await source();
+    const model = await source({
+      inputShape: [data.height, data.width, data.channels],
+      numClasses: data.numClasses,
+      seed,
+    });
     built = { model, label: model.name, source: 'module', hyperparameters: {} };
   } else if (typeof source === 'object') {
     // A registry of its own: the caller's spec never shadows or collides with registered ones.

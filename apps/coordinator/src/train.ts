@@ -10,7 +10,7 @@ import { type DistributedSettings, trainDistributed } from './distributed/trainD
 import { trainInProcess } from './inProcess.js';
 import type { JobSources, TrainResult } from './job.js';
 import type { InMemoryDataset } from './jobData.js';
-import type { ModelSource } from './jobModel.js';
+import type { ModelBuildContext, ModelSource } from './jobModel.js';
 import { createEventReporter, type TrainEvent } from './reporter.js';
 import {
   TRAIN_SETTINGS_MODEL,
@@ -23,7 +23,7 @@ import {
 /** What {@link train} takes. Anything left out has the default `shardline-coordinator train` has. */
 export interface TrainOptions
   extends Partial<Omit<TrainConfig, 'model' | 'dataset' | 'hyperparameters' | 'logFormat'>> {
-  /** A registered name or a file path (as `--model`), a model spec, or a function returning the model. Default `seed-cnn`. */
+  /** A registered name or a file path (as `--model`), a model spec, or a function returning the model (given the data's shape and the seed: {@link ModelBuildContext}). Default `seed-cnn`. */
   model?: ModelSource;
   /** `--hp` values: hyperparameters of a registered or spec model, by name. */
   hyperparameters?: Readonly<Record<string, string | number | readonly number[]>>;
