@@ -54,8 +54,10 @@ export {
 export { CRC32_IMPLEMENTATION, type Crc32Implementation, crc32, crc32Portable } from './crc32.js';
 export { exchangeLogFields } from './exchangeLog.js';
 export {
+  AbortStep,
   Attach,
   ClassificationCounts,
+  CommitStep,
   CoordinatorServiceClient,
   type CoordinatorServiceServer,
   CoordinatorServiceService,
@@ -63,6 +65,9 @@ export {
   dataTypeFromJSON,
   dataTypeToJSON,
   EpochMetrics,
+  Exchange,
+  exchangeFromJSON,
+  exchangeToJSON,
   Evaluate,
   EvaluationResult,
   FetchDatasetRequest,
@@ -86,10 +91,17 @@ export {
   PeerServiceClient,
   type PeerServiceServer,
   PeerServiceService,
+  OptimizerSpec,
+  OptimizerStateHeader,
   PluginRequirement,
+  PullState,
+  ReplicaStateChunk,
   RingChunk,
+  RingFormation,
   RingHello,
+  RingPeer,
   RingPhase,
+  RingReport,
   RingRequest,
   RingResponse,
   ringPhaseFromJSON,
@@ -138,6 +150,13 @@ export {
   TOKEN_METADATA_KEY,
   tokenFromMetadata,
 } from './security.js';
+export {
+  MAX_OPTIMIZER_SLOTS,
+  optimizerStateHeader,
+  type ReplicaStateValues,
+  replicaStateChunks,
+  replicaStateFromTensor,
+} from './replicaState.js';
 export {
   CoordinatorClient,
   CoordinatorServiceDefinition,

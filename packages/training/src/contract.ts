@@ -4,6 +4,7 @@
  * process across gRPC), and from the membership that supplies workers for each step. The
  * trainer's loop is the same for both, so the two modes cannot drift apart.
  */
+import { hasErrorCode, type OptimizerState, ShardlineError } from '@shardline/core';
 import type { ClassificationState } from '@shardline/metrics';
 
 /** The master weights at one version. Version v is the result of v optimizer steps. */
@@ -107,4 +108,115 @@ export interface Membership {
 /** A membership that never changes: the in-process worker, or a fixed test group. */
 export function fixedMembership(workers: readonly TrainingWorker[]): Membership {
   return { members: async () => workers };
+}
+
+/** One member of a ring formation: who it is and where its peer endpoint listens. */
+export interface RingPeer {
+  workerId: string;
+  /** `host:port` other members dial (the worker's advertised peer address). */
+  peerAddress: string;
+}
+
+/** The members of one ring formation, in rank order. A re-formed ring gets a new id. */
+export interface RingFormation {
+  id: string;
+  members: readonly RingPeer[];
+}
+
+/** A member's part of one ring-mode step: its share, and the ring to all-reduce it in. */
+export interface RingShareAssignment extends ShareAssignment {
+  ring: RingFormation;
+}
+
+/**
+ * What a ring member reports once its all-reduce succeeded. It then holds the averaged gradient
+ * staged (not applied) until the trainer commits or aborts the step.
+ */
+export interface RingShareReport {
+  /** This member's own share, as in star mode. */
+  sampleCount: number;
+  loss: number;
+  correct: number;
+  computeSeconds: number;
+  /** Samples behind the average, over every member. */
+  totalSamples: number;
+  /** CRC-32 of the averaged gradient's bytes (8 hex digits): equal on every member, or no commit. */
+  checksum: string;
+  /** Seconds spent in the all-reduce after the gradient was computed. */
+  exchangeSeconds: number;
+  /** Payload bytes this member sent to its right neighbour. */
+  sentBytes: number;
+}
+
+/** A replica's whole state: weights version `version` and the optimizer state that goes with it. */
+export interface ReplicaState {
+  version: number;
+  params: Float32Array;
+  optimizer: OptimizerState;
+}
+
+/** An evaluation in ring mode: the metrics, and a checksum of the replica's weights they used. */
+export interface ReplicaEvaluation {
+  state: ClassificationState;
+  /** CRC-32 of the weights (8 hex digits); every member's must be equal. */
+  weightsChecksum: string;
+}
+
+/**
+ * A worker that can train in ring mode (`--exchange ring`): it keeps a replica of the weights
+ * and the optimizer, all-reduces its gradient with the other members, and applies a step only
+ * when the trainer commits it, so that a step is applied by every member or by none.
+ *
+ * A member whose all-reduce failed because of another member (its neighbour's stream broke, the
+ * ring was aborted) rejects `reduceShare` with an error {@link isRingAbort} recognises: the
+ * trainer retries the step without dropping it. Any other rejection drops it, as in star mode.
+ */
+export interface RingTrainingWorker extends TrainingWorker {
+  /** The peer endpoint the other members dial. */
+  readonly peerAddress: string;
+  /** The weights version its replica holds (-1: none yet). */
+  readonly replicaVersion: number;
+  /** Replaces its replica with `state` (a joiner, or a member that fell behind). */
+  pushState(state: ReplicaState, signal?: AbortSignal): Promise<void>;
+  /**
+   * Computes its share on its replica (which must be at version `assignment.step`), all-reduces
+   * the gradient in `assignment.ring` and stages the average; resolves with its report.
+   */
+  reduceShare(assignment: RingShareAssignment, signal?: AbortSignal): Promise<RingShareReport>;
+  /** Applies the staged average of `step` with `learningRate`: the replica moves to step + 1. */
+  commit(step: number, learningRate: number, checksum: string): void;
+  /** Drops whatever is staged for `step` and stops its all-reduce if it still runs. */
+  abortStep(step: number, reason: string): void;
+  /** A copy of its replica's state. */
+  pullState(signal?: AbortSignal): Promise<ReplicaState>;
+  /** Evaluates a slice on its replica (at version `version`), with the weights' checksum. */
+  evaluateReplica(
+    slice: EvalAssignment,
+    version: number,
+    signal?: AbortSignal,
+  ): Promise<ReplicaEvaluation>;
+}
+
+/** True for a worker that implements {@link RingTrainingWorker}. */
+export function isRingWorker(worker: TrainingWorker): worker is RingTrainingWorker {
+  return typeof (worker as Partial<RingTrainingWorker>).reduceShare === 'function';
+}
+
+/**
+ * The error a ring member rejects `reduceShare` with when its all-reduce failed through no
+ * fault of its own: the trainer retries the step in a new formation without dropping it.
+ */
+export function ringAbortError(message: string, cause?: unknown): ShardlineError {
+  return new ShardlineError('CONNECTION_LOST', message, {
+    details: { ring: 'aborted' },
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
+/** True for an error made by {@link ringAbortError} (also after a trip through toShardlineError). */
+export function isRingAbort(error: unknown): boolean {
+  return (
+    hasErrorCode(error, 'CONNECTION_LOST') &&
+    error.details.ring === 'aborted'
+  );
 }

@@ -11,7 +11,17 @@ export {
   type EvalAssignment,
   evaluationTopK,
   fixedMembership,
+  isRingAbort,
+  isRingWorker,
   type Membership,
+  type ReplicaEvaluation,
+  type ReplicaState,
+  type RingFormation,
+  type RingPeer,
+  type RingShareAssignment,
+  type RingShareReport,
+  type RingTrainingWorker,
+  ringAbortError,
   type ShareAssignment,
   type ShareResult,
   type TrainingWorker,
@@ -35,7 +45,14 @@ export {
   createMemoryRing,
   type MemoryRingOptions,
 } from './ring/memoryRing.js';
+export { float32Checksum } from './ring/payload.js';
 export { type RingSegment, ringSegments } from './ring/plan.js';
+export {
+  createReplica,
+  type Replica,
+  type ReplicaOptimizerSpec,
+  type ReplicaOptions,
+} from './ring/replica.js';
 export {
   type RingAllReduceOptions,
   type RingResult,

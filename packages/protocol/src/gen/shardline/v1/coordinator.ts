@@ -48,6 +48,55 @@ import { DataType, dataTypeFromJSON, dataTypeToJSON, TensorChunk } from "./tenso
  * A worker that loses its stream joins again with previous_worker_id and attaches again.
  */
 
+/** Where a job's gradients are averaged. */
+export enum Exchange {
+  /** UNSPECIFIED - Not set: star. */
+  UNSPECIFIED = 0,
+  /**
+   * STAR - Workers send gradients to the coordinator, which averages them, runs the optimizer and
+   * sends the new weights back.
+   */
+  STAR = 1,
+  /**
+   * RING - Workers all-reduce their gradients over PeerService.Ring (peer.proto) and each applies the
+   * optimizer to its own replica once the coordinator commits the step.
+   */
+  RING = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function exchangeFromJSON(object: any): Exchange {
+  switch (object) {
+    case 0:
+    case "EXCHANGE_UNSPECIFIED":
+      return Exchange.UNSPECIFIED;
+    case 1:
+    case "EXCHANGE_STAR":
+      return Exchange.STAR;
+    case 2:
+    case "EXCHANGE_RING":
+      return Exchange.RING;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Exchange.UNRECOGNIZED;
+  }
+}
+
+export function exchangeToJSON(object: Exchange): string {
+  switch (object) {
+    case Exchange.UNSPECIFIED:
+      return "EXCHANGE_UNSPECIFIED";
+    case Exchange.STAR:
+      return "EXCHANGE_STAR";
+    case Exchange.RING:
+      return "EXCHANGE_RING";
+    case Exchange.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Why the coordinator ends a worker's session. */
 export enum StopReason {
   /** UNSPECIFIED - Not set; treat as SHUTDOWN. */
@@ -251,7 +300,8 @@ export interface JoinRequest {
   supportedDtypes: DataType[];
   /**
    * Optional features the worker implements, as "area.feature" strings, so new behaviour can
-   * be switched on per worker without a protocol version bump. None are defined in version 2.
+   * be switched on per worker without a protocol version bump. Defined: "exchange.ring" (the
+   * worker serves a peer endpoint, JoinRequest.peer_address, and can train in ring mode).
    * The coordinator bounds how many there are and how long each is, and refuses more or
    * longer ones with INVALID_ARGUMENT.
    */
@@ -278,6 +328,13 @@ export interface JoinRequest {
    * JobSpec.plugins. It bounds how many there are.
    */
   pluginSha256: string[];
+  /**
+   * The worker's peer endpoint (host:port, what other workers dial) for ring mode, with the
+   * capability "exchange.ring"; empty when it serves none. The coordinator bounds its length
+   * and refuses a longer one with INVALID_ARGUMENT, and refuses a worker without one from a
+   * job whose JobSpec.exchange is EXCHANGE_RING.
+   */
+  peerAddress: string;
 }
 
 /** The coordinator admits a worker. */
@@ -363,12 +420,35 @@ export interface JobSpec {
   /** Plugin modules (custom layer classes) the topology needs; see JoinRequest.plugin_sha256. */
   plugins: PluginRequirement[];
   /** Set when the job trains on an image folder instead of the built-in dataset `dataset_name`. */
-  dataset: ImageFolderDataset | undefined;
+  dataset:
+    | ImageFolderDataset
+    | undefined;
+  /**
+   * Who averages the gradients: the coordinator (star, also when unspecified) or the workers
+   * among themselves (ring). In ring mode every worker also keeps a replica of the weights and
+   * the optimizer state and applies each committed step itself.
+   */
+  exchange: Exchange;
+  /** The optimizer every replica runs in ring mode (the coordinator runs it in star mode). */
+  optimizer: OptimizerSpec | undefined;
 }
 
 export interface JobSpec_HyperparametersEntry {
   key: string;
   value: HyperparameterValue | undefined;
+}
+
+/**
+ * The optimizer of a ring-mode job, as @shardline/core's createOptimizer takes it. The learning
+ * rate of each step travels in its CommitStep, so workers need no schedule.
+ */
+export interface OptimizerSpec {
+  /** "sgd", "momentum" or "adam". */
+  kind: string;
+  /** Momentum coefficient (kind "momentum"). */
+  momentum: number;
+  /** L2 penalty, or decoupled decay for adam. */
+  weightDecay: number;
 }
 
 /** A model's architecture as TensorFlow.js writes it in model.json. */
@@ -491,7 +571,96 @@ export interface TrainRequest {
     | //
     /** The metrics of an Evaluate request. */
     { $case: "evaluation"; value: EvaluationResult }
+    | //
+    /** Ring mode: how this worker's all-reduce of a step ended. */
+    { $case: "ringReport"; value: RingReport }
+    | //
+    /** Ring mode: one chunk of this worker's replica, answering a PullState. */
+    { $case: "state"; value: ReplicaStateChunk }
     | undefined;
+}
+
+/**
+ * Ring mode: a member's report on one step, sent when its all-reduce succeeded or failed. After
+ * a success the worker holds the averaged gradient staged, unapplied, until a CommitStep.
+ */
+export interface RingReport {
+  /** The assignment's step. */
+  step: bigint;
+  /** The formation it ran in (StepAssignment.ring.ring_id). */
+  ringId: string;
+  /** This worker's own share: sample count, loss, correct, compute seconds (as in star mode). */
+  result:
+    | StepResult
+    | undefined;
+  /**
+   * CRC-32 of the averaged gradient's float32 little-endian bytes, 8 lowercase hex digits. The
+   * coordinator commits the step only when every member reports the same one.
+   */
+  checksum: string;
+  /** Samples behind the average, over all members (the all-reduce's divisor). */
+  totalSamples: bigint;
+  /** Seconds spent in the all-reduce, after the gradient was computed. */
+  exchangeSeconds: number;
+  /** Payload bytes this member sent to its right neighbour. */
+  bytesSent: bigint;
+  /**
+   * Non-empty when the all-reduce failed on this member: why (for example, its left neighbour's
+   * stream broke off). The worker holds nothing staged and waits for the next assignment.
+   */
+  failure: string;
+  /**
+   * With a failure: the worker id of the left neighbour when the failure began there (it sent a
+   * chunk this worker refused: bad CRC, wrong step, non-finite values, too large). Empty when
+   * the failure only reached this worker (a stream that broke off or was cancelled), which is
+   * how a failure travels round the ring. The coordinator drops a member that others name.
+   */
+  suspectWorkerId: string;
+}
+
+/**
+ * A replica's whole state: the weights and the optimizer's state, as one float32 tensor (the
+ * weights, then each optimizer slot in OptimizerStateHeader.slot_names order) in chunks.
+ */
+export interface ReplicaStateChunk {
+  /**
+   * The PullState this answers (worker to coordinator); 0 when the coordinator pushes a state
+   * to a worker that is behind.
+   */
+  requestId: bigint;
+  /** Set on the first chunk (chunk_index 0) only. */
+  optimizer:
+    | OptimizerStateHeader
+    | undefined;
+  /**
+   * The chunk: meta.version is the weights version (steps applied), meta.element_count the
+   * parameter count times (1 + the number of slots).
+   */
+  chunk: TensorChunk | undefined;
+}
+
+/** The optimizer's state besides its slots. */
+export interface OptimizerStateHeader {
+  /** "sgd", "momentum" or "adam". */
+  kind: string;
+  /** Updates applied so far. */
+  step: bigint;
+  /** The slots' names, in the order the tensor holds them after the weights. */
+  slotNames: string[];
+  /** Numeric settings (weightDecay, momentum, beta1, ...). */
+  numbers: { [key: string]: number };
+  /** Boolean settings (nesterov, decoupled). */
+  flags: { [key: string]: boolean };
+}
+
+export interface OptimizerStateHeader_NumbersEntry {
+  key: string;
+  value: number;
+}
+
+export interface OptimizerStateHeader_FlagsEntry {
+  key: string;
+  value: boolean;
 }
 
 /** Binds a Train stream to a joined worker. */
@@ -569,7 +738,46 @@ export interface TrainResponse {
     | //
     /** Evaluate a slice of the test set on the current weights. */
     { $case: "evaluate"; value: Evaluate }
+    | //
+    /** Ring mode: every member reported the same reduced gradient; apply it. */
+    { $case: "commit"; value: CommitStep }
+    | //
+    /** Ring mode: send your replica's state (weights and optimizer). */
+    { $case: "pullState"; value: PullState }
+    | //
+    /** Ring mode: one chunk of the replica state to continue from (a joiner, or a worker behind). */
+    { $case: "state"; value: ReplicaStateChunk }
+    | //
+    /** Ring mode: give up on a step's all-reduce and drop what is staged for it. */
+    { $case: "abort"; value: AbortStep }
     | undefined;
+}
+
+/** Ring mode: apply the staged averaged gradient of `step` with the optimizer. */
+export interface CommitStep {
+  /** The step committed; the replica then holds weights version step + 1. */
+  step: bigint;
+  /** The learning rate of this step (the coordinator owns the schedule). */
+  learningRate: number;
+  /**
+   * The checksum every member reported; a worker whose staged gradient differs fails loudly
+   * rather than diverge.
+   */
+  checksum: string;
+}
+
+/** Ring mode: asks a worker for its replica's state. */
+export interface PullState {
+  /** Echoed in every ReplicaStateChunk of the answer. */
+  requestId: bigint;
+}
+
+/** Ring mode: the step's all-reduce is abandoned (a member failed or the deadline passed). */
+export interface AbortStep {
+  /** The step abandoned. */
+  step: bigint;
+  /** Why, for the worker's log. */
+  reason: string;
 }
 
 /**
@@ -595,7 +803,15 @@ export interface EvaluationResult {
   /** Seconds the worker spent evaluating. */
   computeSeconds: number;
   /** The slice's classification counts; the coordinator merges the slices' counts exactly. */
-  counts: ClassificationCounts | undefined;
+  counts:
+    | ClassificationCounts
+    | undefined;
+  /**
+   * Ring mode: CRC-32 of the replica's weights the slice was evaluated on (float32 little-endian,
+   * 8 lowercase hex digits), so the coordinator checks at every evaluation that all replicas
+   * are bit-identical. Empty in star mode.
+   */
+  weightsChecksum: string;
 }
 
 /**
@@ -650,6 +866,27 @@ export interface StepAssignment {
   globalBatchSize: number;
   /** The weights version to compute on. The coordinator has sent it unless the worker holds it. */
   weightsVersion: bigint;
+  /**
+   * Ring mode: the formation to all-reduce the gradient in (the worker's place in it is rank);
+   * absent in star mode, where the gradient goes to the coordinator.
+   */
+  ring: RingFormation | undefined;
+}
+
+/** The members of one ring formation, in rank order. A new formation gets a new id. */
+export interface RingFormation {
+  /** Unique within the job; PeerService.Ring's hello names it. */
+  ringId: string;
+  /** Member r's worker id and peer endpoint; member r sends to member (r + 1) mod the count. */
+  members: RingPeer[];
+}
+
+/** One member of a ring formation. */
+export interface RingPeer {
+  /** Its worker id. */
+  workerId: string;
+  /** Its peer endpoint (JoinRequest.peer_address). */
+  peerAddress: string;
 }
 
 /** One chunk of the coordinator's weights. */
@@ -757,6 +994,7 @@ function createBaseJoinRequest(): JoinRequest {
     maxReceiveMessageBytes: 0,
     softwareVersion: "",
     pluginSha256: [],
+    peerAddress: "",
   };
 }
 
@@ -798,6 +1036,9 @@ export const JoinRequest: MessageFns<JoinRequest> = {
     }
     for (const v of message.pluginSha256) {
       writer.uint32(90).string(v!);
+    }
+    if (message.peerAddress !== "") {
+      writer.uint32(98).string(message.peerAddress);
     }
     return writer;
   },
@@ -913,6 +1154,14 @@ export const JoinRequest: MessageFns<JoinRequest> = {
             message.pluginSha256.push(reader.string());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.peerAddress = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -968,6 +1217,11 @@ export const JoinRequest: MessageFns<JoinRequest> = {
         : globalThis.Array.isArray(object?.plugin_sha256)
         ? object.plugin_sha256.map((e: any) => globalThis.String(e))
         : [],
+      peerAddress: isSet(object.peerAddress)
+        ? globalThis.String(object.peerAddress)
+        : isSet(object.peer_address)
+        ? globalThis.String(object.peer_address)
+        : "",
     };
   },
 
@@ -1006,6 +1260,9 @@ export const JoinRequest: MessageFns<JoinRequest> = {
     if (message.pluginSha256?.length) {
       obj.pluginSha256 = message.pluginSha256;
     }
+    if (message.peerAddress !== "") {
+      obj.peerAddress = message.peerAddress;
+    }
     return obj;
   },
 
@@ -1025,6 +1282,7 @@ export const JoinRequest: MessageFns<JoinRequest> = {
     message.maxReceiveMessageBytes = object.maxReceiveMessageBytes ?? 0;
     message.softwareVersion = object.softwareVersion ?? "";
     message.pluginSha256 = object.pluginSha256?.map((e) => e) || [];
+    message.peerAddress = object.peerAddress ?? "";
     return message;
   },
 };
@@ -1204,6 +1462,8 @@ function createBaseJobSpec(): JobSpec {
     model: undefined,
     plugins: [],
     dataset: undefined,
+    exchange: 0,
+    optimizer: undefined,
   };
 }
 
@@ -1265,6 +1525,12 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.dataset !== undefined) {
       ImageFolderDataset.encode(message.dataset, writer.uint32(162).fork()).join();
+    }
+    if (message.exchange !== 0) {
+      writer.uint32(168).int32(message.exchange);
+    }
+    if (message.optimizer !== undefined) {
+      OptimizerSpec.encode(message.optimizer, writer.uint32(178).fork()).join();
     }
     return writer;
   },
@@ -1437,6 +1703,22 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.dataset = ImageFolderDataset.decode(reader, reader.uint32());
             continue;
           }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.exchange = reader.int32() as any;
+            continue;
+          }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.optimizer = OptimizerSpec.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1533,6 +1815,8 @@ export const JobSpec: MessageFns<JobSpec> = {
         ? object.plugins.map((e: any) => PluginRequirement.fromJSON(e))
         : [],
       dataset: isSet(object.dataset) ? ImageFolderDataset.fromJSON(object.dataset) : undefined,
+      exchange: isSet(object.exchange) ? exchangeFromJSON(object.exchange) : 0,
+      optimizer: isSet(object.optimizer) ? OptimizerSpec.fromJSON(object.optimizer) : undefined,
     };
   },
 
@@ -1601,6 +1885,12 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.dataset !== undefined) {
       obj.dataset = ImageFolderDataset.toJSON(message.dataset);
     }
+    if (message.exchange !== 0) {
+      obj.exchange = exchangeToJSON(message.exchange);
+    }
+    if (message.optimizer !== undefined) {
+      obj.optimizer = OptimizerSpec.toJSON(message.optimizer);
+    }
     return obj;
   },
 
@@ -1640,6 +1930,10 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.plugins = object.plugins?.map((e) => PluginRequirement.fromPartial(e)) || [];
     message.dataset = (object.dataset !== undefined && object.dataset !== null)
       ? ImageFolderDataset.fromPartial(object.dataset)
+      : undefined;
+    message.exchange = object.exchange ?? 0;
+    message.optimizer = (object.optimizer !== undefined && object.optimizer !== null)
+      ? OptimizerSpec.fromPartial(object.optimizer)
       : undefined;
     return message;
   },
@@ -1728,6 +2022,111 @@ export const JobSpec_HyperparametersEntry: MessageFns<JobSpec_HyperparametersEnt
     message.value = (object.value !== undefined && object.value !== null)
       ? HyperparameterValue.fromPartial(object.value)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseOptimizerSpec(): OptimizerSpec {
+  return { kind: "", momentum: 0, weightDecay: 0 };
+}
+
+export const OptimizerSpec: MessageFns<OptimizerSpec> = {
+  encode(message: OptimizerSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== "") {
+      writer.uint32(10).string(message.kind);
+    }
+    if (message.momentum !== 0) {
+      writer.uint32(17).double(message.momentum);
+    }
+    if (message.weightDecay !== 0) {
+      writer.uint32(25).double(message.weightDecay);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OptimizerSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOptimizerSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.momentum = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.weightDecay = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OptimizerSpec {
+    return {
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      momentum: isSet(object.momentum) ? globalThis.Number(object.momentum) : 0,
+      weightDecay: isSet(object.weightDecay)
+        ? globalThis.Number(object.weightDecay)
+        : isSet(object.weight_decay)
+        ? globalThis.Number(object.weight_decay)
+        : 0,
+    };
+  },
+
+  toJSON(message: OptimizerSpec): unknown {
+    const obj: any = {};
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.momentum !== 0) {
+      obj.momentum = floatToJson(message.momentum);
+    }
+    if (message.weightDecay !== 0) {
+      obj.weightDecay = floatToJson(message.weightDecay);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OptimizerSpec>, I>>(base?: I): OptimizerSpec {
+    return OptimizerSpec.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OptimizerSpec>, I>>(object: I): OptimizerSpec {
+    const message = createBaseOptimizerSpec();
+    message.kind = object.kind ?? "";
+    message.momentum = object.momentum ?? 0;
+    message.weightDecay = object.weightDecay ?? 0;
     return message;
   },
 };
@@ -2765,6 +3164,12 @@ export const TrainRequest: MessageFns<TrainRequest> = {
       case "evaluation":
         EvaluationResult.encode(message.kind.value, writer.uint32(42).fork()).join();
         break;
+      case "ringReport":
+        RingReport.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
+      case "state":
+        ReplicaStateChunk.encode(message.kind.value, writer.uint32(58).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2822,6 +3227,22 @@ export const TrainRequest: MessageFns<TrainRequest> = {
             message.kind = { $case: "evaluation", value: EvaluationResult.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.kind = { $case: "ringReport", value: RingReport.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kind = { $case: "state", value: ReplicaStateChunk.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2846,6 +3267,12 @@ export const TrainRequest: MessageFns<TrainRequest> = {
         ? { $case: "error", value: WorkerError.fromJSON(object.error) }
         : isSet(object.evaluation)
         ? { $case: "evaluation", value: EvaluationResult.fromJSON(object.evaluation) }
+        : isSet(object.ringReport)
+        ? { $case: "ringReport", value: RingReport.fromJSON(object.ringReport) }
+        : isSet(object.ring_report)
+        ? { $case: "ringReport", value: RingReport.fromJSON(object.ring_report) }
+        : isSet(object.state)
+        ? { $case: "state", value: ReplicaStateChunk.fromJSON(object.state) }
         : undefined,
     };
   },
@@ -2862,6 +3289,10 @@ export const TrainRequest: MessageFns<TrainRequest> = {
       obj.error = WorkerError.toJSON(message.kind.value);
     } else if (message.kind?.$case === "evaluation") {
       obj.evaluation = EvaluationResult.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "ringReport") {
+      obj.ringReport = RingReport.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "state") {
+      obj.state = ReplicaStateChunk.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2902,7 +3333,747 @@ export const TrainRequest: MessageFns<TrainRequest> = {
         }
         break;
       }
+      case "ringReport": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "ringReport", value: RingReport.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "state": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "state", value: ReplicaStateChunk.fromPartial(object.kind.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseRingReport(): RingReport {
+  return {
+    step: 0n,
+    ringId: "",
+    result: undefined,
+    checksum: "",
+    totalSamples: 0n,
+    exchangeSeconds: 0,
+    bytesSent: 0n,
+    failure: "",
+    suspectWorkerId: "",
+  };
+}
+
+export const RingReport: MessageFns<RingReport> = {
+  encode(message: RingReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0n) {
+      if (BigInt.asUintN(64, message.step) !== message.step) {
+        throw new globalThis.Error("value provided for field message.step of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.step);
+    }
+    if (message.ringId !== "") {
+      writer.uint32(18).string(message.ringId);
+    }
+    if (message.result !== undefined) {
+      StepResult.encode(message.result, writer.uint32(26).fork()).join();
+    }
+    if (message.checksum !== "") {
+      writer.uint32(34).string(message.checksum);
+    }
+    if (message.totalSamples !== 0n) {
+      if (BigInt.asUintN(64, message.totalSamples) !== message.totalSamples) {
+        throw new globalThis.Error("value provided for field message.totalSamples of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.totalSamples);
+    }
+    if (message.exchangeSeconds !== 0) {
+      writer.uint32(49).double(message.exchangeSeconds);
+    }
+    if (message.bytesSent !== 0n) {
+      if (BigInt.asUintN(64, message.bytesSent) !== message.bytesSent) {
+        throw new globalThis.Error("value provided for field message.bytesSent of type uint64 too large");
+      }
+      writer.uint32(56).uint64(message.bytesSent);
+    }
+    if (message.failure !== "") {
+      writer.uint32(66).string(message.failure);
+    }
+    if (message.suspectWorkerId !== "") {
+      writer.uint32(74).string(message.suspectWorkerId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RingReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRingReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ringId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.result = StepResult.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.checksum = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.totalSamples = reader.uint64() as bigint;
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.exchangeSeconds = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.bytesSent = reader.uint64() as bigint;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.failure = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.suspectWorkerId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RingReport {
+    return {
+      step: isSet(object.step) ? BigInt(object.step) : 0n,
+      ringId: isSet(object.ringId)
+        ? globalThis.String(object.ringId)
+        : isSet(object.ring_id)
+        ? globalThis.String(object.ring_id)
+        : "",
+      result: isSet(object.result) ? StepResult.fromJSON(object.result) : undefined,
+      checksum: isSet(object.checksum) ? globalThis.String(object.checksum) : "",
+      totalSamples: isSet(object.totalSamples)
+        ? BigInt(object.totalSamples)
+        : isSet(object.total_samples)
+        ? BigInt(object.total_samples)
+        : 0n,
+      exchangeSeconds: isSet(object.exchangeSeconds)
+        ? globalThis.Number(object.exchangeSeconds)
+        : isSet(object.exchange_seconds)
+        ? globalThis.Number(object.exchange_seconds)
+        : 0,
+      bytesSent: isSet(object.bytesSent)
+        ? BigInt(object.bytesSent)
+        : isSet(object.bytes_sent)
+        ? BigInt(object.bytes_sent)
+        : 0n,
+      failure: isSet(object.failure) ? globalThis.String(object.failure) : "",
+      suspectWorkerId: isSet(object.suspectWorkerId)
+        ? globalThis.String(object.suspectWorkerId)
+        : isSet(object.suspect_worker_id)
+        ? globalThis.String(object.suspect_worker_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RingReport): unknown {
+    const obj: any = {};
+    if (message.step !== 0n) {
+      obj.step = message.step.toString();
+    }
+    if (message.ringId !== "") {
+      obj.ringId = message.ringId;
+    }
+    if (message.result !== undefined) {
+      obj.result = StepResult.toJSON(message.result);
+    }
+    if (message.checksum !== "") {
+      obj.checksum = message.checksum;
+    }
+    if (message.totalSamples !== 0n) {
+      obj.totalSamples = message.totalSamples.toString();
+    }
+    if (message.exchangeSeconds !== 0) {
+      obj.exchangeSeconds = floatToJson(message.exchangeSeconds);
+    }
+    if (message.bytesSent !== 0n) {
+      obj.bytesSent = message.bytesSent.toString();
+    }
+    if (message.failure !== "") {
+      obj.failure = message.failure;
+    }
+    if (message.suspectWorkerId !== "") {
+      obj.suspectWorkerId = message.suspectWorkerId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RingReport>, I>>(base?: I): RingReport {
+    return RingReport.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RingReport>, I>>(object: I): RingReport {
+    const message = createBaseRingReport();
+    message.step = (object.step !== undefined && object.step !== null) ? BigInt(object.step) : 0n;
+    message.ringId = object.ringId ?? "";
+    message.result = (object.result !== undefined && object.result !== null)
+      ? StepResult.fromPartial(object.result)
+      : undefined;
+    message.checksum = object.checksum ?? "";
+    message.totalSamples = (object.totalSamples !== undefined && object.totalSamples !== null)
+      ? BigInt(object.totalSamples)
+      : 0n;
+    message.exchangeSeconds = object.exchangeSeconds ?? 0;
+    message.bytesSent = (object.bytesSent !== undefined && object.bytesSent !== null) ? BigInt(object.bytesSent) : 0n;
+    message.failure = object.failure ?? "";
+    message.suspectWorkerId = object.suspectWorkerId ?? "";
+    return message;
+  },
+};
+
+function createBaseReplicaStateChunk(): ReplicaStateChunk {
+  return { requestId: 0n, optimizer: undefined, chunk: undefined };
+}
+
+export const ReplicaStateChunk: MessageFns<ReplicaStateChunk> = {
+  encode(message: ReplicaStateChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== 0n) {
+      if (BigInt.asUintN(64, message.requestId) !== message.requestId) {
+        throw new globalThis.Error("value provided for field message.requestId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.requestId);
+    }
+    if (message.optimizer !== undefined) {
+      OptimizerStateHeader.encode(message.optimizer, writer.uint32(18).fork()).join();
+    }
+    if (message.chunk !== undefined) {
+      TensorChunk.encode(message.chunk, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaStateChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaStateChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requestId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.optimizer = OptimizerStateHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.chunk = TensorChunk.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplicaStateChunk {
+    return {
+      requestId: isSet(object.requestId)
+        ? BigInt(object.requestId)
+        : isSet(object.request_id)
+        ? BigInt(object.request_id)
+        : 0n,
+      optimizer: isSet(object.optimizer) ? OptimizerStateHeader.fromJSON(object.optimizer) : undefined,
+      chunk: isSet(object.chunk) ? TensorChunk.fromJSON(object.chunk) : undefined,
+    };
+  },
+
+  toJSON(message: ReplicaStateChunk): unknown {
+    const obj: any = {};
+    if (message.requestId !== 0n) {
+      obj.requestId = message.requestId.toString();
+    }
+    if (message.optimizer !== undefined) {
+      obj.optimizer = OptimizerStateHeader.toJSON(message.optimizer);
+    }
+    if (message.chunk !== undefined) {
+      obj.chunk = TensorChunk.toJSON(message.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplicaStateChunk>, I>>(base?: I): ReplicaStateChunk {
+    return ReplicaStateChunk.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicaStateChunk>, I>>(object: I): ReplicaStateChunk {
+    const message = createBaseReplicaStateChunk();
+    message.requestId = (object.requestId !== undefined && object.requestId !== null) ? BigInt(object.requestId) : 0n;
+    message.optimizer = (object.optimizer !== undefined && object.optimizer !== null)
+      ? OptimizerStateHeader.fromPartial(object.optimizer)
+      : undefined;
+    message.chunk = (object.chunk !== undefined && object.chunk !== null)
+      ? TensorChunk.fromPartial(object.chunk)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseOptimizerStateHeader(): OptimizerStateHeader {
+  return { kind: "", step: 0n, slotNames: [], numbers: {}, flags: {} };
+}
+
+export const OptimizerStateHeader: MessageFns<OptimizerStateHeader> = {
+  encode(message: OptimizerStateHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== "") {
+      writer.uint32(10).string(message.kind);
+    }
+    if (message.step !== 0n) {
+      if (BigInt.asUintN(64, message.step) !== message.step) {
+        throw new globalThis.Error("value provided for field message.step of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.step);
+    }
+    for (const v of message.slotNames) {
+      writer.uint32(26).string(v!);
+    }
+    globalThis.Object.entries(message.numbers).forEach(([key, value]: [string, number]) => {
+      OptimizerStateHeader_NumbersEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
+    globalThis.Object.entries(message.flags).forEach(([key, value]: [string, boolean]) => {
+      OptimizerStateHeader_FlagsEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OptimizerStateHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOptimizerStateHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.step = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.slotNames.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = OptimizerStateHeader_NumbersEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.numbers[entry4.key] = entry4.value;
+            }
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            const entry5 = OptimizerStateHeader_FlagsEntry.decode(reader, reader.uint32());
+            if (entry5.value !== undefined) {
+              message.flags[entry5.key] = entry5.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OptimizerStateHeader {
+    return {
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      step: isSet(object.step) ? BigInt(object.step) : 0n,
+      slotNames: globalThis.Array.isArray(object?.slotNames)
+        ? object.slotNames.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.slot_names)
+        ? object.slot_names.map((e: any) => globalThis.String(e))
+        : [],
+      numbers: isObject(object.numbers)
+        ? (globalThis.Object.entries(object.numbers) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      flags: isObject(object.flags)
+        ? (globalThis.Object.entries(object.flags) as [string, any][]).reduce(
+          (acc: { [key: string]: boolean }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Boolean(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: OptimizerStateHeader): unknown {
+    const obj: any = {};
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.step !== 0n) {
+      obj.step = message.step.toString();
+    }
+    if (message.slotNames?.length) {
+      obj.slotNames = message.slotNames;
+    }
+    if (message.numbers) {
+      const entries = globalThis.Object.entries(message.numbers) as [string, number][];
+      if (entries.length > 0) {
+        obj.numbers = {};
+        entries.forEach(([k, v]) => {
+          obj.numbers[k] = floatToJson(v);
+        });
+      }
+    }
+    if (message.flags) {
+      const entries = globalThis.Object.entries(message.flags) as [string, boolean][];
+      if (entries.length > 0) {
+        obj.flags = {};
+        entries.forEach(([k, v]) => {
+          obj.flags[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OptimizerStateHeader>, I>>(base?: I): OptimizerStateHeader {
+    return OptimizerStateHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OptimizerStateHeader>, I>>(object: I): OptimizerStateHeader {
+    const message = createBaseOptimizerStateHeader();
+    message.kind = object.kind ?? "";
+    message.step = (object.step !== undefined && object.step !== null) ? BigInt(object.step) : 0n;
+    message.slotNames = object.slotNames?.map((e) => e) || [];
+    message.numbers = (globalThis.Object.entries(object.numbers ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.flags = (globalThis.Object.entries(object.flags ?? {}) as [string, boolean][]).reduce(
+      (acc: { [key: string]: boolean }, [key, value]: [string, boolean]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Boolean(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseOptimizerStateHeader_NumbersEntry(): OptimizerStateHeader_NumbersEntry {
+  return { key: "", value: 0 };
+}
+
+export const OptimizerStateHeader_NumbersEntry: MessageFns<OptimizerStateHeader_NumbersEntry> = {
+  encode(message: OptimizerStateHeader_NumbersEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OptimizerStateHeader_NumbersEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOptimizerStateHeader_NumbersEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OptimizerStateHeader_NumbersEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: OptimizerStateHeader_NumbersEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OptimizerStateHeader_NumbersEntry>, I>>(
+    base?: I,
+  ): OptimizerStateHeader_NumbersEntry {
+    return OptimizerStateHeader_NumbersEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OptimizerStateHeader_NumbersEntry>, I>>(
+    object: I,
+  ): OptimizerStateHeader_NumbersEntry {
+    const message = createBaseOptimizerStateHeader_NumbersEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseOptimizerStateHeader_FlagsEntry(): OptimizerStateHeader_FlagsEntry {
+  return { key: "", value: false };
+}
+
+export const OptimizerStateHeader_FlagsEntry: MessageFns<OptimizerStateHeader_FlagsEntry> = {
+  encode(message: OptimizerStateHeader_FlagsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== false) {
+      writer.uint32(16).bool(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OptimizerStateHeader_FlagsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOptimizerStateHeader_FlagsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OptimizerStateHeader_FlagsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Boolean(object.value) : false,
+    };
+  },
+
+  toJSON(message: OptimizerStateHeader_FlagsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== false) {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OptimizerStateHeader_FlagsEntry>, I>>(base?: I): OptimizerStateHeader_FlagsEntry {
+    return OptimizerStateHeader_FlagsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OptimizerStateHeader_FlagsEntry>, I>>(
+    object: I,
+  ): OptimizerStateHeader_FlagsEntry {
+    const message = createBaseOptimizerStateHeader_FlagsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? false;
     return message;
   },
 };
@@ -3455,6 +4626,18 @@ export const TrainResponse: MessageFns<TrainResponse> = {
       case "evaluate":
         Evaluate.encode(message.kind.value, writer.uint32(34).fork()).join();
         break;
+      case "commit":
+        CommitStep.encode(message.kind.value, writer.uint32(42).fork()).join();
+        break;
+      case "pullState":
+        PullState.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
+      case "state":
+        ReplicaStateChunk.encode(message.kind.value, writer.uint32(58).fork()).join();
+        break;
+      case "abort":
+        AbortStep.encode(message.kind.value, writer.uint32(66).fork()).join();
+        break;
     }
     return writer;
   },
@@ -3504,6 +4687,38 @@ export const TrainResponse: MessageFns<TrainResponse> = {
             message.kind = { $case: "evaluate", value: Evaluate.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.kind = { $case: "commit", value: CommitStep.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.kind = { $case: "pullState", value: PullState.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kind = { $case: "state", value: ReplicaStateChunk.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.kind = { $case: "abort", value: AbortStep.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3526,6 +4741,16 @@ export const TrainResponse: MessageFns<TrainResponse> = {
         ? { $case: "stop", value: Stop.fromJSON(object.stop) }
         : isSet(object.evaluate)
         ? { $case: "evaluate", value: Evaluate.fromJSON(object.evaluate) }
+        : isSet(object.commit)
+        ? { $case: "commit", value: CommitStep.fromJSON(object.commit) }
+        : isSet(object.pullState)
+        ? { $case: "pullState", value: PullState.fromJSON(object.pullState) }
+        : isSet(object.pull_state)
+        ? { $case: "pullState", value: PullState.fromJSON(object.pull_state) }
+        : isSet(object.state)
+        ? { $case: "state", value: ReplicaStateChunk.fromJSON(object.state) }
+        : isSet(object.abort)
+        ? { $case: "abort", value: AbortStep.fromJSON(object.abort) }
         : undefined,
     };
   },
@@ -3540,6 +4765,14 @@ export const TrainResponse: MessageFns<TrainResponse> = {
       obj.stop = Stop.toJSON(message.kind.value);
     } else if (message.kind?.$case === "evaluate") {
       obj.evaluate = Evaluate.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "commit") {
+      obj.commit = CommitStep.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "pullState") {
+      obj.pullState = PullState.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "state") {
+      obj.state = ReplicaStateChunk.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "abort") {
+      obj.abort = AbortStep.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -3574,7 +4807,303 @@ export const TrainResponse: MessageFns<TrainResponse> = {
         }
         break;
       }
+      case "commit": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "commit", value: CommitStep.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "pullState": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "pullState", value: PullState.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "state": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "state", value: ReplicaStateChunk.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "abort": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "abort", value: AbortStep.fromPartial(object.kind.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseCommitStep(): CommitStep {
+  return { step: 0n, learningRate: 0, checksum: "" };
+}
+
+export const CommitStep: MessageFns<CommitStep> = {
+  encode(message: CommitStep, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0n) {
+      if (BigInt.asUintN(64, message.step) !== message.step) {
+        throw new globalThis.Error("value provided for field message.step of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.step);
+    }
+    if (message.learningRate !== 0) {
+      writer.uint32(17).double(message.learningRate);
+    }
+    if (message.checksum !== "") {
+      writer.uint32(26).string(message.checksum);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CommitStep {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCommitStep();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.learningRate = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.checksum = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CommitStep {
+    return {
+      step: isSet(object.step) ? BigInt(object.step) : 0n,
+      learningRate: isSet(object.learningRate)
+        ? globalThis.Number(object.learningRate)
+        : isSet(object.learning_rate)
+        ? globalThis.Number(object.learning_rate)
+        : 0,
+      checksum: isSet(object.checksum) ? globalThis.String(object.checksum) : "",
+    };
+  },
+
+  toJSON(message: CommitStep): unknown {
+    const obj: any = {};
+    if (message.step !== 0n) {
+      obj.step = message.step.toString();
+    }
+    if (message.learningRate !== 0) {
+      obj.learningRate = floatToJson(message.learningRate);
+    }
+    if (message.checksum !== "") {
+      obj.checksum = message.checksum;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CommitStep>, I>>(base?: I): CommitStep {
+    return CommitStep.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CommitStep>, I>>(object: I): CommitStep {
+    const message = createBaseCommitStep();
+    message.step = (object.step !== undefined && object.step !== null) ? BigInt(object.step) : 0n;
+    message.learningRate = object.learningRate ?? 0;
+    message.checksum = object.checksum ?? "";
+    return message;
+  },
+};
+
+function createBasePullState(): PullState {
+  return { requestId: 0n };
+}
+
+export const PullState: MessageFns<PullState> = {
+  encode(message: PullState, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== 0n) {
+      if (BigInt.asUintN(64, message.requestId) !== message.requestId) {
+        throw new globalThis.Error("value provided for field message.requestId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PullState {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePullState();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requestId = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PullState {
+    return {
+      requestId: isSet(object.requestId)
+        ? BigInt(object.requestId)
+        : isSet(object.request_id)
+        ? BigInt(object.request_id)
+        : 0n,
+    };
+  },
+
+  toJSON(message: PullState): unknown {
+    const obj: any = {};
+    if (message.requestId !== 0n) {
+      obj.requestId = message.requestId.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PullState>, I>>(base?: I): PullState {
+    return PullState.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PullState>, I>>(object: I): PullState {
+    const message = createBasePullState();
+    message.requestId = (object.requestId !== undefined && object.requestId !== null) ? BigInt(object.requestId) : 0n;
+    return message;
+  },
+};
+
+function createBaseAbortStep(): AbortStep {
+  return { step: 0n, reason: "" };
+}
+
+export const AbortStep: MessageFns<AbortStep> = {
+  encode(message: AbortStep, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0n) {
+      if (BigInt.asUintN(64, message.step) !== message.step) {
+        throw new globalThis.Error("value provided for field message.step of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.step);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AbortStep {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAbortStep();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AbortStep {
+    return {
+      step: isSet(object.step) ? BigInt(object.step) : 0n,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: AbortStep): unknown {
+    const obj: any = {};
+    if (message.step !== 0n) {
+      obj.step = message.step.toString();
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AbortStep>, I>>(base?: I): AbortStep {
+    return AbortStep.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AbortStep>, I>>(object: I): AbortStep {
+    const message = createBaseAbortStep();
+    message.step = (object.step !== undefined && object.step !== null) ? BigInt(object.step) : 0n;
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -3713,7 +5242,7 @@ export const Evaluate: MessageFns<Evaluate> = {
 };
 
 function createBaseEvaluationResult(): EvaluationResult {
-  return { requestId: 0n, computeSeconds: 0, counts: undefined };
+  return { requestId: 0n, computeSeconds: 0, counts: undefined, weightsChecksum: "" };
 }
 
 export const EvaluationResult: MessageFns<EvaluationResult> = {
@@ -3729,6 +5258,9 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
     }
     if (message.counts !== undefined) {
       ClassificationCounts.encode(message.counts, writer.uint32(34).fork()).join();
+    }
+    if (message.weightsChecksum !== "") {
+      writer.uint32(42).string(message.weightsChecksum);
     }
     return writer;
   },
@@ -3770,6 +5302,14 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
             message.counts = ClassificationCounts.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.weightsChecksum = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3795,6 +5335,11 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
         ? globalThis.Number(object.compute_seconds)
         : 0,
       counts: isSet(object.counts) ? ClassificationCounts.fromJSON(object.counts) : undefined,
+      weightsChecksum: isSet(object.weightsChecksum)
+        ? globalThis.String(object.weightsChecksum)
+        : isSet(object.weights_checksum)
+        ? globalThis.String(object.weights_checksum)
+        : "",
     };
   },
 
@@ -3809,6 +5354,9 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
     if (message.counts !== undefined) {
       obj.counts = ClassificationCounts.toJSON(message.counts);
     }
+    if (message.weightsChecksum !== "") {
+      obj.weightsChecksum = message.weightsChecksum;
+    }
     return obj;
   },
 
@@ -3822,6 +5370,7 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
     message.counts = (object.counts !== undefined && object.counts !== null)
       ? ClassificationCounts.fromPartial(object.counts)
       : undefined;
+    message.weightsChecksum = object.weightsChecksum ?? "";
     return message;
   },
 };
@@ -4068,7 +5617,16 @@ export const ClassificationCounts: MessageFns<ClassificationCounts> = {
 };
 
 function createBaseStepAssignment(): StepAssignment {
-  return { step: 0n, epoch: 0, stepInEpoch: 0, rank: 0, worldSize: 0, globalBatchSize: 0, weightsVersion: 0n };
+  return {
+    step: 0n,
+    epoch: 0,
+    stepInEpoch: 0,
+    rank: 0,
+    worldSize: 0,
+    globalBatchSize: 0,
+    weightsVersion: 0n,
+    ring: undefined,
+  };
 }
 
 export const StepAssignment: MessageFns<StepAssignment> = {
@@ -4099,6 +5657,9 @@ export const StepAssignment: MessageFns<StepAssignment> = {
         throw new globalThis.Error("value provided for field message.weightsVersion of type uint64 too large");
       }
       writer.uint32(56).uint64(message.weightsVersion);
+    }
+    if (message.ring !== undefined) {
+      RingFormation.encode(message.ring, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -4172,6 +5733,14 @@ export const StepAssignment: MessageFns<StepAssignment> = {
             message.weightsVersion = reader.uint64() as bigint;
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.ring = RingFormation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4209,6 +5778,7 @@ export const StepAssignment: MessageFns<StepAssignment> = {
         : isSet(object.weights_version)
         ? BigInt(object.weights_version)
         : 0n,
+      ring: isSet(object.ring) ? RingFormation.fromJSON(object.ring) : undefined,
     };
   },
 
@@ -4235,6 +5805,9 @@ export const StepAssignment: MessageFns<StepAssignment> = {
     if (message.weightsVersion !== 0n) {
       obj.weightsVersion = message.weightsVersion.toString();
     }
+    if (message.ring !== undefined) {
+      obj.ring = RingFormation.toJSON(message.ring);
+    }
     return obj;
   },
 
@@ -4252,6 +5825,191 @@ export const StepAssignment: MessageFns<StepAssignment> = {
     message.weightsVersion = (object.weightsVersion !== undefined && object.weightsVersion !== null)
       ? BigInt(object.weightsVersion)
       : 0n;
+    message.ring = (object.ring !== undefined && object.ring !== null)
+      ? RingFormation.fromPartial(object.ring)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRingFormation(): RingFormation {
+  return { ringId: "", members: [] };
+}
+
+export const RingFormation: MessageFns<RingFormation> = {
+  encode(message: RingFormation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ringId !== "") {
+      writer.uint32(10).string(message.ringId);
+    }
+    for (const v of message.members) {
+      RingPeer.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RingFormation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRingFormation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ringId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.members.push(RingPeer.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RingFormation {
+    return {
+      ringId: isSet(object.ringId)
+        ? globalThis.String(object.ringId)
+        : isSet(object.ring_id)
+        ? globalThis.String(object.ring_id)
+        : "",
+      members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => RingPeer.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: RingFormation): unknown {
+    const obj: any = {};
+    if (message.ringId !== "") {
+      obj.ringId = message.ringId;
+    }
+    if (message.members?.length) {
+      obj.members = message.members.map((e) => RingPeer.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RingFormation>, I>>(base?: I): RingFormation {
+    return RingFormation.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RingFormation>, I>>(object: I): RingFormation {
+    const message = createBaseRingFormation();
+    message.ringId = object.ringId ?? "";
+    message.members = object.members?.map((e) => RingPeer.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRingPeer(): RingPeer {
+  return { workerId: "", peerAddress: "" };
+}
+
+export const RingPeer: MessageFns<RingPeer> = {
+  encode(message: RingPeer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workerId !== "") {
+      writer.uint32(10).string(message.workerId);
+    }
+    if (message.peerAddress !== "") {
+      writer.uint32(18).string(message.peerAddress);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RingPeer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRingPeer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.peerAddress = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RingPeer {
+    return {
+      workerId: isSet(object.workerId)
+        ? globalThis.String(object.workerId)
+        : isSet(object.worker_id)
+        ? globalThis.String(object.worker_id)
+        : "",
+      peerAddress: isSet(object.peerAddress)
+        ? globalThis.String(object.peerAddress)
+        : isSet(object.peer_address)
+        ? globalThis.String(object.peer_address)
+        : "",
+    };
+  },
+
+  toJSON(message: RingPeer): unknown {
+    const obj: any = {};
+    if (message.workerId !== "") {
+      obj.workerId = message.workerId;
+    }
+    if (message.peerAddress !== "") {
+      obj.peerAddress = message.peerAddress;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RingPeer>, I>>(base?: I): RingPeer {
+    return RingPeer.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RingPeer>, I>>(object: I): RingPeer {
+    const message = createBaseRingPeer();
+    message.workerId = object.workerId ?? "";
+    message.peerAddress = object.peerAddress ?? "";
     return message;
   },
 };
