@@ -86,6 +86,7 @@ export async function checkpointOptions(
   if (config.resume) {
     const loaded = await readLatestCheckpoint(out);
     assertResumable(loaded.config, config, loaded.path);
+    assertSameExchange(loaded.config, config, loaded.path);
     if (loaded.layoutFingerprint !== layout.fingerprint) {
       throw new ShardlineError(
         'MISMATCH',
@@ -107,6 +108,23 @@ export async function checkpointOptions(
       logger.info('checkpoint written', { path, step: checkpoint.step });
     },
   };
+}
+
+/**
+ * Throws MISMATCH when `config` would resume `saved`'s run in the other exchange mode: star and
+ * ring sum the gradients in a different order, so the resumed run would not be the run that was
+ * interrupted. Pinned here rather than with the other settings because checkpoints written
+ * before ring mode record no exchange (they were star), and `auto` is compared as what it
+ * resolved to: the distributed mode resolves it before this runs, in-process it is star.
+ */
+export function assertSameExchange(saved: TrainConfig, config: TrainConfig, path: string): void {
+  const mode = (c: TrainConfig) => (c.exchange === 'ring' ? 'ring' : 'star');
+  if (mode(saved) === mode(config)) return;
+  throw new ShardlineError(
+    'MISMATCH',
+    `Cannot resume ${path} with --exchange ${config.exchange}${config.exchange === mode(config) ? '' : ` (${mode(config)})`}: the run trained with --exchange ${mode(saved)}. ` +
+      `Pass --exchange ${mode(saved)}, as the original run did.`,
+  );
 }
 
 /** After the trainer returns: outputs and `done` when it finished, a log line when it stopped. */

@@ -34,6 +34,7 @@ import { trainInProcess } from './inProcess.js';
 import { addEvaluateCommand, addPredictCommand } from './inspectCommands.js';
 import { createJsonReporter, createTextReporter, type ReporterStreams } from './reporter.js';
 import {
+  checkInProcessExchange,
   type TRAIN_SETTINGS,
   TRAIN_SETTINGS_MODEL,
   type TrainConfig,
@@ -151,9 +152,10 @@ function toTrainFlags(resolved: ResolvedTrainSettings): TrainFlags {
 
 /**
  * Refuses settings that cannot work together, before anything is created: a --health-listen
- * that cannot work, --resume without --out.
+ * that cannot work, --resume without --out, --exchange ring with --in-process.
  */
 function checkTrainSettings(config: TrainConfig, flags: TrainFlags): void {
+  checkInProcessExchange(config.exchange, flags.inProcess);
   checkHealthListen({
     healthListen: flags.distributed.healthListen,
     listen: flags.distributed.listen,

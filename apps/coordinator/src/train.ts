@@ -13,6 +13,7 @@ import type { InMemoryDataset } from './jobData.js';
 import type { ModelBuildContext, ModelSource } from './jobModel.js';
 import { createEventReporter, type TrainEvent } from './reporter.js';
 import {
+  checkInProcessExchange,
   TRAIN_SETTINGS_MODEL,
   type TrainConfig,
   type TrainSettings,
@@ -118,7 +119,10 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     ...(sets ? { sets } : {}),
   };
   const control = signal ? { shouldStop: () => signal.aborted, stopSignal: signal } : {};
-  if (inProcess) return trainInProcess(config, reporter, logger, control, sources);
+  if (inProcess) {
+    checkInProcessExchange(config.exchange, true);
+    return trainInProcess(config, reporter, logger, control, sources);
+  }
   const { gradientDtype, weightsDtype, ...serving } = distributed ?? {};
   const settings: DistributedSettings = {
     ...toDistributedSettings({

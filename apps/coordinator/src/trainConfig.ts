@@ -13,6 +13,7 @@ import {
   LogLevels,
   OptimizerKinds,
   ScheduleKinds,
+  ShardlineError,
 } from '@shardline/core';
 import {
   defineSettings,
@@ -80,6 +81,75 @@ export interface TrainConfig extends TrainerConfig {
   /** Checkpoints kept; older ones are deleted. */
   keepCheckpoints: number;
   logFormat: 'json' | 'text';
+  /**
+   * Who averages the gradients: the coordinator (`star`), the workers among themselves
+   * (`ring`), or `auto`, which the distributed mode resolves once at startup
+   * ({@link resolveExchange}). A checkpoint records the resolved mode; absent in checkpoints
+   * written before ring mode, which were star.
+   */
+  exchange: ExchangeSetting;
+}
+
+/** The values of `--exchange`. */
+export const EXCHANGE_SETTINGS = ['star', 'ring', 'auto'] as const;
+
+/** A value of `--exchange`: `auto` until resolved. */
+export type ExchangeSetting = (typeof EXCHANGE_SETTINGS)[number];
+
+/** An exchange mode as a job runs it, `auto` resolved. */
+export type ExchangeMode = Exclude<ExchangeSetting, 'auto'>;
+
+/** `--exchange auto` picks ring from this many workers (--min-workers, or --local-workers if more)... */
+export const AUTO_RING_MIN_WORKERS = 3;
+
+/** ...and a float32 gradient of at least this many bytes (1 MiB, 262,144 parameters). */
+export const AUTO_RING_MIN_GRADIENT_BYTES = 1024 * 1024;
+
+/**
+ * Resolves `--exchange auto` for a job of `parameterCount` parameters on `workers` workers (the
+ * larger of --min-workers and --local-workers): ring from {@link AUTO_RING_MIN_WORKERS} workers
+ * and a float32 gradient of {@link AUTO_RING_MIN_GRADIENT_BYTES}, star below either. In star
+ * mode the coordinator's link carries 2 x N gradients per step, in ring mode every link carries
+ * about 2 x (N - 1) / N of one, so ring wins from N = 3 once the gradient is big enough that
+ * bandwidth, not the ring's 2 x (N - 1) latency-bound hops, sets the pace. `star` and `ring`
+ * resolve to themselves. Returns the mode and why, for the log.
+ */
+export function resolveExchange(
+  setting: ExchangeSetting,
+  job: { workers: number; parameterCount: number },
+): { exchange: ExchangeMode; reason: string } {
+  if (setting !== 'auto') return { exchange: setting, reason: `--exchange ${setting}` };
+  const bytes = job.parameterCount * 4;
+  const mib = (bytes / (1024 * 1024)).toFixed(2);
+  if (job.workers < AUTO_RING_MIN_WORKERS) {
+    return {
+      exchange: 'star',
+      reason: `--exchange auto: ${job.workers} worker(s), fewer than ${AUTO_RING_MIN_WORKERS}`,
+    };
+  }
+  if (bytes < AUTO_RING_MIN_GRADIENT_BYTES) {
+    return {
+      exchange: 'star',
+      reason: `--exchange auto: a ${mib} MiB gradient, under 1 MiB`,
+    };
+  }
+  return {
+    exchange: 'ring',
+    reason: `--exchange auto: ${job.workers} workers and a ${mib} MiB gradient`,
+  };
+}
+
+/**
+ * Refuses `--exchange ring` with `--in-process`: one process has no peers to all-reduce with.
+ * (`auto` trains in-process as star.)
+ */
+export function checkInProcessExchange(exchange: ExchangeSetting, inProcess: boolean): void {
+  if (inProcess && exchange === 'ring') {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      '--exchange ring needs worker processes to all-reduce among, but --in-process trains in this one process. Drop --in-process (ring needs at least 2 workers), or use --exchange star or auto.',
+    );
+  }
 }
 
 /** Wire encodings of gradients and weights. */
@@ -189,6 +259,16 @@ const SECURITY = [
 
 /** Membership and the wire. */
 const EXCHANGE = [
+  setting({
+    flag: '--exchange',
+    argument: '<mode>',
+    description:
+      'who averages the gradients: star (the coordinator), ring (the workers among themselves, each keeping a replica; workers need --peer-listen), or auto (ring from 3 workers and a 1 MiB gradient, else star)',
+    type: 'string',
+    choices: EXCHANGE_SETTINGS,
+    defaultValue: () => 'star',
+    parse: oneOf(EXCHANGE_SETTINGS),
+  }),
   setting({
     flag: '--min-workers',
     argument: '<n>',
@@ -545,6 +625,7 @@ export function toTrainConfig(s: TrainSettings): TrainConfig {
     checkpointEvery: s.checkpointEvery,
     keepCheckpoints: s.keepCheckpoints,
     logFormat: s.logFormat,
+    exchange: s.exchange,
   };
 }
 

@@ -17,6 +17,7 @@ import {
 import {
   DataType,
   DEFAULT_CHUNK_BYTES,
+  Exchange,
   type GetStatusRequest,
   type GetStatusResponse,
   JobSpec,
@@ -27,12 +28,16 @@ import {
   type TrainRequest,
   type TrainResponse,
 } from '@shardline/protocol';
+import { isRingWorker } from '@shardline/training';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   type Cluster,
   type ClusterOptions,
+  checkPeerAddress,
   createCluster,
+  JOIN_LIMITS,
   MAX_PENDING_JOINS,
+  RING_CAPABILITY,
 } from '../src/distributed/cluster.js';
 import type { Reporter } from '../src/reporter.js';
 
@@ -84,7 +89,7 @@ interface Harness {
   /** Joins a worker by name and returns its id. */
   join(name: string, request?: Partial<JoinRequest>): Promise<string>;
   /** Joins and attaches a worker; returns its stream. */
-  attach(name: string): Promise<FakeTrainStream>;
+  attach(name: string, request?: Partial<JoinRequest>): Promise<FakeTrainStream>;
 }
 
 function harness(options: Partial<ClusterOptions> = {}): Harness {
@@ -124,8 +129,8 @@ function harness(options: Partial<ClusterOptions> = {}): Harness {
         error ? reject(error) : resolve(response!.workerId),
       );
     });
-  const attach = async (name: string) => {
-    const workerId = await join(name);
+  const attach = async (name: string, request: Partial<JoinRequest> = {}) => {
+    const workerId = await join(name, request);
     const stream = new FakeTrainStream();
     cluster.service.train(stream as unknown as ServerDuplexStream<TrainRequest, TrainResponse>);
     stream.send({ kind: { $case: 'attach', value: { workerId, weightsVersion: undefined } } });
@@ -369,6 +374,87 @@ describe('createCluster: refusals', () => {
       details: 'The first message on a Train stream must be attach.',
     });
     expect(cluster.attached()).toEqual([]);
+    cluster.close();
+  });
+});
+
+describe('createCluster: a ring job', () => {
+  const ringJob = JobSpec.fromPartial({ ...job, exchange: Exchange.RING });
+  const ringMember = (peerAddress: string) => ({
+    peerAddress,
+    capabilities: [RING_CAPABILITY],
+  });
+
+  it('refuses a worker without a peer endpoint or the capability, saying which flag serves one', async () => {
+    const { cluster, join, logs } = harness({ job: ringJob });
+    const cases: Array<[Partial<JoinRequest>, string]> = [
+      [{}, `it did not announce the capability "${RING_CAPABILITY}" and serves no peer endpoint`],
+      [{ peerAddress: 'h:7000' }, `it did not announce the capability "${RING_CAPABILITY}".`],
+      [
+        { capabilities: [RING_CAPABILITY] },
+        'it serves no peer endpoint (its join carries no peer_address)',
+      ],
+    ];
+    for (const [request, found] of cases) {
+      const error = (await join('plain', request).catch((e: unknown) => e)) as ServiceError;
+      expect(error.code).toBe(status.FAILED_PRECONDITION);
+      expect(error.details).toContain(
+        'This job exchanges gradients in a ring among the workers (--exchange ring), so every worker must serve a peer endpoint, but ',
+      );
+      expect(error.details).toContain(found);
+      expect(error.details).toContain('Start the worker with --peer-listen host:port');
+      expect(error.details).toContain('a worker using TLS cannot serve one yet');
+    }
+    expect(logs.filter((l) => l.msg === 'refused a worker')).toHaveLength(3);
+    cluster.close();
+  });
+
+  it('admits a ring member, keeps its peer address and makes it a ring worker', async () => {
+    const { cluster, attach } = harness({ job: ringJob });
+    await attach('a', ringMember('10.0.0.2:7100'));
+    await attach('b', ringMember('[fd00::2]:7100'));
+    const members = await cluster.members();
+    expect(members.map((w) => isRingWorker(w))).toEqual([true, true]);
+    expect(cluster.attached().map((w) => w.peerAddress)).toEqual([
+      '10.0.0.2:7100',
+      '[fd00::2]:7100',
+    ]);
+    cluster.close();
+  });
+
+  it('refuses a peer address its peers could not dial, with INVALID_ARGUMENT', async () => {
+    const { cluster, join } = harness({ job: ringJob });
+    const cases: Array<[string, string]> = [
+      ['worker-3', 'is not host:port'],
+      ['host:0', 'has port 0, expected 1 to 65535'],
+      ['host:65536', 'has port 65536'],
+      ['0.0.0.0:7000', 'is the unspecified address'],
+      ['[::]:7000', 'is the unspecified address'],
+      ['a b:7000', 'is not host:port'],
+    ];
+    for (const [address, problem] of cases) {
+      const error = (await join('w', ringMember(address)).catch((e: unknown) => e)) as ServiceError;
+      expect(error.code, address).toBe(status.INVALID_ARGUMENT);
+      expect(error.details).toContain(
+        `The join's peer_address ${JSON.stringify(address)} ${problem}`,
+      );
+      expect(error.details).toContain('Give the worker --peer-advertise host:port');
+    }
+    expect(() => checkPeerAddress('gpu-box-2.lan:7100')).not.toThrow();
+    cluster.close();
+  });
+
+  it('bounds the peer address in any job, and ignores it in a star job', async () => {
+    const { cluster, join, attach } = harness();
+    const long = `${'h'.repeat(JOIN_LIMITS.peerAddress)}:1`;
+    const error = (await join('w', { peerAddress: long }).catch((e: unknown) => e)) as ServiceError;
+    expect(error.code).toBe(status.INVALID_ARGUMENT);
+    expect(error.details).toContain(
+      `The join's peer_address has ${long.length} characters, expected at most ${JOIN_LIMITS.peerAddress}.`,
+    );
+    await attach('star', ringMember('h:7000'));
+    const [worker] = await cluster.members();
+    expect(isRingWorker(worker!)).toBe(false);
     cluster.close();
   });
 });

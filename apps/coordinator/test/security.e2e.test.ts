@@ -202,6 +202,7 @@ function callMethod(
           maxReceiveMessageBytes: 0,
           pluginSha256: [],
           softwareVersion: '',
+          peerAddress: '',
         },
         md,
         options,

@@ -13,8 +13,16 @@ import { join } from 'node:path';
 import { DataType } from '@shardline/protocol';
 import type { Option } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
+import { assertSameExchange } from '../src/job.js';
 import { buildProgram, runCli, type TrainFlags } from '../src/program.js';
-import { TRAIN_SETTINGS, type TrainConfig } from '../src/trainConfig.js';
+import { train } from '../src/train.js';
+import {
+  AUTO_RING_MIN_GRADIENT_BYTES,
+  AUTO_RING_MIN_WORKERS,
+  resolveExchange,
+  TRAIN_SETTINGS,
+  type TrainConfig,
+} from '../src/trainConfig.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shardline-coordinator-settings-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -89,6 +97,7 @@ describe('precedence: flag > environment > config file > default', () => {
       values: ['float16', 'bfloat16', 'float16'],
       fallback: 'float32',
     },
+    { flag: '--exchange', key: 'exchange', values: ['ring', 'auto', 'ring'], fallback: 'star' },
   ] as const;
 
   for (const c of cases) {
@@ -183,6 +192,14 @@ describe('--print-config', () => {
     const health = await printConfig(['--in-process'], { SHARDLINE_HEALTH_LISTEN: '0.0.0.0:7071' });
     expect(health.code).toBe(1);
     expect(health.stderr).toMatch(/--health-listen needs the distributed mode/);
+    const ring = await printConfig(['--in-process'], { SHARDLINE_EXCHANGE: 'ring' });
+    expect(ring.code).toBe(1);
+    expect(ring.rows.exchange).toEqual({ value: 'ring', source: 'env SHARDLINE_EXCHANGE' });
+    expect(ring.stderr).toContain(
+      '--exchange ring needs worker processes to all-reduce among, but --in-process trains in this one process.',
+    );
+    // auto trains in-process as star.
+    expect((await printConfig(['--in-process', '--exchange', 'auto'])).code).toBe(0);
   });
 });
 
@@ -193,6 +210,10 @@ describe('bad values name their source, what was expected and what was found', (
     expect(epochs.stderr).toMatch(
       /option '--epochs <n>' argument 'zero' is invalid\. Expected a whole number of at least 1\./,
     );
+    const exchange = await run(['--exchange', 'mesh']);
+    expect(exchange.code).toBe(1);
+    expect(exchange.stderr).toMatch(/'mesh' is invalid/);
+    expect(exchange.stderr).toMatch(/star, ring, auto/);
     const model = await run(['--model', 'resnet']);
     expect(model.stderr).toMatch(
       /'resnet' is invalid\. Expected one of seed-cnn, mlp, fast-cnn, or the path of a model file/,
@@ -307,6 +328,7 @@ describe('the job the settings turn into', () => {
       optimizer: 'adam',
       backend: 'auto',
       logFormat: 'text',
+      exchange: 'star',
     });
     expect(config.out).toMatch(/^runs\/\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d$/);
     expect(config).not.toHaveProperty('dataDir');
@@ -367,5 +389,64 @@ describe('the job the settings turn into', () => {
     await expect(jobOf(['--token', SECRET, '--token-file', file(`${SECRET}\n`)])).rejects.toThrow(
       /Both a token and a token file are set \(flag --token and flag --token-file\)/,
     );
+  });
+});
+
+describe('--exchange auto', () => {
+  const MiB = 1024 * 1024;
+  it('picks ring from 3 workers and a 1 MiB float32 gradient, star below either', () => {
+    expect(resolveExchange('auto', { workers: 3, parameterCount: MiB / 4 })).toEqual({
+      exchange: 'ring',
+      reason: '--exchange auto: 3 workers and a 1.00 MiB gradient',
+    });
+    // The seed CNN (1,413,834 parameters, 5.39 MiB) on the default two local workers: star.
+    expect(resolveExchange('auto', { workers: 2, parameterCount: 1_413_834 })).toEqual({
+      exchange: 'star',
+      reason: '--exchange auto: 2 worker(s), fewer than 3',
+    });
+    expect(resolveExchange('auto', { workers: 8, parameterCount: MiB / 4 - 1 })).toMatchObject({
+      exchange: 'star',
+      reason: expect.stringMatching(/under 1 MiB$/),
+    });
+    expect(AUTO_RING_MIN_WORKERS).toBe(3);
+    expect(AUTO_RING_MIN_GRADIENT_BYTES).toBe(MiB);
+  });
+
+  it('leaves star and ring as they are, whatever the job', () => {
+    expect(resolveExchange('ring', { workers: 1, parameterCount: 10 }).exchange).toBe('ring');
+    expect(resolveExchange('star', { workers: 64, parameterCount: 25e6 }).exchange).toBe('star');
+  });
+});
+
+describe('--exchange and --resume', () => {
+  const base = (exchange: TrainConfig['exchange'] | undefined) =>
+    ({ exchange }) as unknown as TrainConfig;
+  it('refuses to resume a run in the other mode, naming the flag to pass', () => {
+    expect(() =>
+      assertSameExchange(base('ring'), base('star'), 'runs/a/checkpoints/step-8'),
+    ).toThrow(
+      'Cannot resume runs/a/checkpoints/step-8 with --exchange star: the run trained with --exchange ring. Pass --exchange ring, as the original run did.',
+    );
+    expect(() => assertSameExchange(base('star'), base('ring'), 'p')).toThrow(
+      /Pass --exchange star/,
+    );
+  });
+
+  it('reads a checkpoint from before ring mode as star, and unresolved auto as star (in-process)', () => {
+    expect(() => assertSameExchange(base(undefined), base('star'), 'p')).not.toThrow();
+    expect(() => assertSameExchange(base(undefined), base('auto'), 'p')).not.toThrow();
+    expect(() => assertSameExchange(base(undefined), base('ring'), 'p')).toThrow(
+      /MISMATCH|Cannot resume/,
+    );
+    expect(() => assertSameExchange(base('ring'), base('ring'), 'p')).not.toThrow();
+  });
+});
+
+describe('train({ exchange })', () => {
+  it('refuses ring in-process before loading anything, as the CLI does', async () => {
+    await expect(
+      train({ inProcess: true, exchange: 'ring', out: join(dir, 'api-ring') }),
+    ).rejects.toThrow(/--exchange ring needs worker processes to all-reduce among/);
+    expect(existsSync(join(dir, 'api-ring'))).toBe(false);
   });
 });

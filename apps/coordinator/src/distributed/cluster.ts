@@ -14,6 +14,7 @@ import {
   type CoordinatorServiceServer,
   checkProtocolVersion,
   type EpochMetrics as EpochMetricsMessage,
+  Exchange,
   type FetchDatasetRequest,
   type FetchDatasetResponse,
   type GetStatusRequest,
@@ -36,6 +37,7 @@ import {
 import type { Membership, TrainingWorker } from '@shardline/training';
 import type { Reporter } from '../reporter.js';
 import { type DatasetFile, serveDatasetFile } from './datasetTransfer.js';
+import { createRemoteRingWorker } from './remoteRingWorker.js';
 import {
   createRemoteWorker,
   createWeightsEncoder,
@@ -115,7 +117,15 @@ export const JOIN_LIMITS = {
   capability: 64,
   supportedDtypes: 8,
   pluginSha256: 64,
+  /** host:port: a 253-character DNS name, or a bracketed IPv6 address with a zone, and a port. */
+  peerAddress: 272,
 } as const;
+
+/**
+ * The capability (JoinRequest.capabilities) of a worker that serves a peer endpoint and can
+ * train in ring mode; a ring job admits no worker without it.
+ */
+export const RING_CAPABILITY = 'exchange.ring';
 
 /**
  * Joins that have not attached yet, at most. A join is forgotten when it has not attached within
@@ -253,6 +263,7 @@ function join(state: ClusterState, request: JoinRequest): JoinResponse {
     checkProtocolVersion(request.protocolVersion, { role: 'worker', name: request.workerName });
     checkJoinBounds(request);
     checkPlugins(request, options.job.plugins);
+    if (options.job.exchange === Exchange.RING) checkRingMember(request);
     if (state.pendingSince.size >= MAX_PENDING_JOINS) {
       throw new ShardlineError(
         'INVALID_ARGUMENT',
@@ -281,6 +292,7 @@ function join(state: ClusterState, request: JoinRequest): JoinResponse {
     hostname: request.hostname,
     pid: request.pid,
     backend: request.backend,
+    peerAddress: request.peerAddress,
   };
   joined.set(info.id, info);
   state.pendingSince.set(info.id, Date.now());
@@ -396,13 +408,13 @@ function attachWorker(
     );
   }
   state.pendingSince.delete(workerId);
-  const worker = createRemoteWorker(info, call, {
+  const context = {
     job: options.job,
     layout: options.layout,
     encoder: state.encoder,
     traffic: state.traffic,
     classNames: options.classNames,
-    onRejected: (reason) => {
+    onRejected: (reason: RejectionReason) => {
       state.rejections[reason]++;
       options.logger.warn('rejected a report', {
         worker: info.name,
@@ -410,7 +422,11 @@ function attachWorker(
         rejected_total: Object.values(state.rejections).reduce((a, b) => a + b, 0),
       });
     },
-  });
+  };
+  const worker =
+    options.job.exchange === Exchange.RING
+      ? createRemoteRingWorker(info, call, context)
+      : createRemoteWorker(info, call, context);
   state.attached.push(worker);
   state.everAttached.add(info.name);
   options.reporter.workerJoined({
@@ -484,6 +500,7 @@ function checkJoinBounds(request: JoinRequest): void {
     ['backend', request.backend, JOIN_LIMITS.backend],
     ['software_version', request.softwareVersion, JOIN_LIMITS.softwareVersion],
     ['previous_worker_id', request.previousWorkerId, JOIN_LIMITS.previousWorkerId],
+    ['peer_address', request.peerAddress, JOIN_LIMITS.peerAddress],
   ];
   for (const [field, value, limit] of strings) {
     if (value.length > limit) throw over(field, value.length, limit, 'characters');
@@ -506,6 +523,52 @@ function checkJoinBounds(request: JoinRequest): void {
       JOIN_LIMITS.supportedDtypes,
       'entries',
     );
+  }
+}
+
+/**
+ * Refuses, in a ring job, a worker that cannot be a ring member: one without a peer endpoint or
+ * without the capability, or whose endpoint is not an address its peers could dial.
+ */
+function checkRingMember(request: JoinRequest): void {
+  const hasCapability = request.capabilities.includes(RING_CAPABILITY);
+  if (!hasCapability || request.peerAddress === '') {
+    const found = !hasCapability
+      ? `it did not announce the capability "${RING_CAPABILITY}"${request.peerAddress === '' ? ' and serves no peer endpoint' : ''}`
+      : 'it serves no peer endpoint (its join carries no peer_address)';
+    throw new ShardlineError(
+      'MISMATCH',
+      `This job exchanges gradients in a ring among the workers (--exchange ring), so every worker must serve a peer endpoint, but ${found}. ` +
+        'Start the worker with --peer-listen host:port (and --peer-advertise host:port when its peers must dial another address, behind NAT or in a container), ' +
+        'with a Shardline release that supports ring mode; a worker using TLS cannot serve one yet. Or run the coordinator with --exchange star.',
+      { details: { field: 'peer_address' } },
+    );
+  }
+  checkPeerAddress(request.peerAddress);
+}
+
+/** Port 1 to 65535 after a DNS name, an IPv4 address or a bracketed IPv6 address. */
+const PEER_ADDRESS = /^(\[[0-9A-Fa-f:.]+(%[\w.-]+)?\]|[A-Za-z0-9_.-]+):(\d{1,5})$/;
+
+/**
+ * Refuses a peer address other workers could not dial: not host:port, port 0 or above 65535, or
+ * the unspecified address (0.0.0.0 or [::], which a worker may listen on but no peer can reach).
+ */
+export function checkPeerAddress(address: string): void {
+  const match = PEER_ADDRESS.exec(address);
+  const port = match ? Number(match[3]) : 0;
+  const refuse = (problem: string) =>
+    new ShardlineError(
+      'INVALID_ARGUMENT',
+      `The join's peer_address ${JSON.stringify(cut(address, JOIN_LIMITS.peerAddress))} ${problem}. ` +
+        'Give the worker --peer-advertise host:port, the address its peers can dial.',
+      { details: { field: 'peer_address' } },
+    );
+  if (!match) throw refuse('is not host:port (a name or IPv4 address, or [IPv6], then :port)');
+  if (port < 1 || port > 65535) throw refuse(`has port ${match[3]}, expected 1 to 65535`);
+  const host = match[1]!;
+  if (host === '0.0.0.0' || /^\[(0*:)+0*\]$/.test(host)) {
+    throw refuse('is the unspecified address, which its peers cannot dial');
   }
 }
 

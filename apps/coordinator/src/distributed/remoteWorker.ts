@@ -79,7 +79,7 @@ export function createWeightsEncoder(job: JobSpec, layout: ParamLayout): Weights
 }
 
 /** A reply the coordinator waits for: a step's gradient or an evaluation. */
-interface Pending<T> {
+export interface Pending<T> {
   key: bigint;
   resolve(value: T): void;
   reject(error: unknown): void;
@@ -92,11 +92,15 @@ export interface RemoteWorkerInfo {
   hostname: string;
   pid: number;
   backend: string;
+  /** Its peer endpoint (JoinRequest.peer_address), what ring members dial; empty when none. */
+  peerAddress: string;
 }
 
 /** A TrainingWorker bound to one open Train stream. */
 export interface RemoteWorker extends TrainingWorker {
   readonly info: RemoteWorkerInfo;
+  /** Its peer endpoint (`info.peerAddress`); empty when it serves none (star jobs need none). */
+  readonly peerAddress: string;
   /** Resolves when the stream ends, with why. */
   readonly closed: Promise<string>;
   /** The last step whose gradient arrived (-1: none yet) and when the worker last sent anything. */
@@ -133,7 +137,7 @@ export interface RemoteWorkerContext {
  * signal aborts (the step's deadline passed, or the run was cancelled), and `clear` empties the
  * slot, so a late reply is refused as one nobody asked for.
  */
-function awaitReply<T>(
+export function awaitReply<T>(
   key: bigint,
   signal: AbortSignal | undefined,
   store: (pending: Pending<T>) => void,
@@ -288,6 +292,7 @@ export function createRemoteWorker(
     id: info.id,
     name: info.name,
     info,
+    peerAddress: info.peerAddress,
     closed,
     get lastStep() {
       return lastStep;
@@ -322,6 +327,7 @@ export function createRemoteWorker(
             worldSize: assignment.worldSize,
             globalBatchSize: job.globalBatchSize,
             weightsVersion: BigInt(weights.version),
+            ring: undefined,
           },
         },
       };
@@ -370,6 +376,12 @@ export function createRemoteWorker(
               'INTERNAL',
               `Worker ${info.name} failed: ${cut(kind.value.message, MAX_WORKER_ERROR_CHARS)}`,
             );
+          case 'ringReport':
+          case 'state':
+            throw new ShardlineError(
+              'INVALID_ARGUMENT',
+              `Worker ${info.name} sent a ring-mode message (${kind.$case}), but this job exchanges gradients through the coordinator (star): expected gradients. Run the same Shardline release on every machine.`,
+            );
           // Proof of life (recorded above), and the attach that opened this stream.
           case 'heartbeat':
           case 'attach':
@@ -378,11 +390,7 @@ export function createRemoteWorker(
             return assertNever(kind);
         }
       } catch (error) {
-        const e = toShardlineError(error, 'INVALID_ARGUMENT');
-        // Tell the worker why with a gRPC status, then fail whatever waits on it: the trainer
-        // drops it and runs the step without it, so the model never sees the bad input.
-        if (!call.writableEnded && !call.destroyed) call.emit('error', toGrpcStatus(e));
-        worker.fail(e);
+        refuseAndFail(call, worker, error);
       }
     },
     stop(reason, message) {
@@ -404,10 +412,25 @@ export function createRemoteWorker(
 }
 
 /**
+ * Ends a worker's stream over a message it should not have sent: the worker is told why with a
+ * gRPC status, then whatever waits on it fails, so the trainer drops it and carries on without
+ * it and the model never sees the bad input.
+ */
+export function refuseAndFail(
+  call: ServerDuplexStream<TrainRequest, TrainResponse>,
+  worker: { fail(error: ShardlineError): void },
+  error: unknown,
+): void {
+  const e = toShardlineError(error, 'INVALID_ARGUMENT');
+  if (!call.writableEnded && !call.destroyed) call.emit('error', toGrpcStatus(e));
+  worker.fail(e);
+}
+
+/**
  * An evaluation's typed counts as the mergeable ClassificationState of @shardline/metrics. The
  * class names, top-k list and epsilon are the job's: only the counts and sums travel.
  */
-function stateFromCounts(
+export function stateFromCounts(
   counts: ClassificationCounts | undefined,
   classNames: readonly string[],
   worker: string,
@@ -463,7 +486,7 @@ export function cut(text: string, max: number): string {
 }
 
 /** Compile-time proof that a switch handled every case of a oneof. */
-function assertNever(value: never): never {
+export function assertNever(value: never): never {
   throw new ShardlineError('INTERNAL', `Unhandled message kind: ${JSON.stringify(value)}`);
 }
 

@@ -16,6 +16,7 @@ import {
   CoordinatorServiceDefinition,
   type DataType,
   DEFAULT_CHUNK_BYTES,
+  Exchange,
   exchangeLogFields,
   type JobSpec,
   JobState,
@@ -35,7 +36,7 @@ import {
 import { pluginRequirements, wireHyperparameters } from '../jobModel.js';
 import type { Reporter } from '../reporter.js';
 import { prepareOutDir } from '../runOutputs.js';
-import type { TrainConfig } from '../trainConfig.js';
+import { resolveExchange, type TrainConfig } from '../trainConfig.js';
 import { createCluster } from './cluster.js';
 import { type HealthPort, serveHealthPort } from './healthListen.js';
 import { type LocalWorkers, startLocalWorkers } from './localProcesses.js';
@@ -87,7 +88,7 @@ function bind(server: Server, address: string, credentials: ServerCredentials): 
 
 /** Runs a whole distributed job. */
 export async function trainDistributed(
-  config: TrainConfig,
+  requested: TrainConfig,
   settings: DistributedSettings,
   reporter: Reporter,
   logger: Logger,
@@ -96,6 +97,7 @@ export async function trainDistributed(
   sources: JobSources = {},
 ): Promise<TrainResult> {
   const started = Date.now();
+  let config = requested;
   // Security first: bad PEM files or an unprotected non-loopback --listen fail before any work.
   const security = resolveServerSecurity(settings.security ?? {}, settings, logger);
   const outDir = await prepareOutDir(resolve(config.out), config.resume);
@@ -110,6 +112,22 @@ export async function trainDistributed(
   try {
     const selection = await selectBackend(config.backend, { logger });
     const { data, resolved, layout } = await prepareJobInputs(config, 'describe', logger, sources);
+    // Once, for the whole job: every worker follows the JobSpec it joined with. The resolved
+    // mode is what checkpoints and summary.json record.
+    const choice = resolveExchange(requested.exchange, {
+      workers: Math.max(settings.minWorkers, settings.localWorkers),
+      parameterCount: layout.size,
+    });
+    config = { ...requested, exchange: choice.exchange };
+    logger.info('exchange mode', { exchange: choice.exchange, reason: choice.reason });
+    if (choice.exchange === 'ring' && security.tls !== 'off') {
+      // A warning rather than a refusal: the limit is the worker's, and a worker release that
+      // lifts it needs no coordinator change.
+      logger.warn(
+        'ring mode with TLS: workers that reach this coordinator over TLS cannot serve a peer endpoint yet, so they will be refused; use --exchange star, or a token without TLS on a trusted network',
+      );
+    }
+    const ring = choice.exchange === 'ring';
     const { trainCount, testCount, classNames } = data;
     const model = resolved.model;
     const params = readWeights(model, layout);
@@ -133,6 +151,14 @@ export async function trainDistributed(
       model: resolved.artifacts,
       plugins: pluginRequirements(resolved.plugins),
       dataset: data.folder?.spec,
+      exchange: ring ? Exchange.RING : Exchange.STAR,
+      // What every replica runs in ring mode; in star mode the coordinator runs it and workers
+      // ignore it. The learning rate of each step comes with its CommitStep.
+      optimizer: {
+        kind: config.optimizer,
+        momentum: config.momentum,
+        weightDecay: config.weightDecay,
+      },
     };
     // The decoded folder is in the cache file now; the coordinator itself trains on nothing.
     const datasetFile = data.folder
@@ -197,6 +223,7 @@ export async function trainDistributed(
       batch_size: config.batchSize,
       learning_rate: config.learningRate,
       optimizer: config.optimizer,
+      exchange: choice.exchange,
       seed: config.seed,
       steps_per_epoch: Math.ceil(trainCount / config.batchSize),
       local_workers: settings.localWorkers,
@@ -273,6 +300,7 @@ export async function trainDistributed(
       reporter: tracking,
       logger,
       workerTimeoutMs: settings.workerTimeoutMs,
+      exchange: choice.exchange,
       ...checkpoints,
       ...(control.signal ? { signal: control.signal } : {}),
       ...(control.shouldStop ? { shouldStop: control.shouldStop } : {}),
