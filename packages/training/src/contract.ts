@@ -215,8 +215,5 @@ export function ringAbortError(message: string, cause?: unknown): ShardlineError
 
 /** True for an error made by {@link ringAbortError} (also after a trip through toShardlineError). */
 export function isRingAbort(error: unknown): boolean {
-  return (
-    hasErrorCode(error, 'CONNECTION_LOST') &&
-    error.details.ring === 'aborted'
-  );
+  return hasErrorCode(error, 'CONNECTION_LOST') && error.details.ring === 'aborted';
 }

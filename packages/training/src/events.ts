@@ -18,9 +18,18 @@ export interface EpochMetrics {
   compute_seconds?: number;
   exchange_seconds?: number;
   optimizer_seconds?: number;
-  /** Tensor bytes sent to / received from workers during the epoch (distributed mode). */
+  /**
+   * Tensor bytes sent to / received from workers during the epoch (distributed mode). In ring
+   * mode they also count the payload bytes the members sent each other in their all-reduces, as
+   * the members reported them (each such byte is sent by one member and received by another).
+   */
   bytes_sent?: number;
   bytes_received?: number;
+  /**
+   * Ring mode only: the CRC-32 (8 hex digits) of the weights that every replica held at this
+   * epoch's evaluation; they all agreed on it, or the evaluation would not have been reported.
+   */
+  replica_checksum?: string;
 }
 
 /** Progress within an epoch, for a progress bar. */

@@ -1,8 +1,9 @@
 /**
  * @shardline/training: the contract the coordinator and its workers share (the worker
- * interface, shares, weights snapshots, membership, exit statuses), the in-process worker, and
- * the synchronous data-parallel trainer that runs over any of them. Both apps import it; neither
- * imports the other (as nice-grpc-common sits under nice-grpc's client and server).
+ * interface, shares, weights snapshots, membership, exit statuses), the in-process workers (star
+ * and ring), and the synchronous data-parallel trainer that runs over any of them, in star or
+ * ring mode. Both apps import it; neither imports the other (as nice-grpc-common sits under
+ * nice-grpc's client and server).
  */
 
 export { averageGradients } from './averageGradients.js';
@@ -41,6 +42,12 @@ export {
   classCounts,
   type ShareNumbers,
 } from './reports.js';
+export {
+  createLocalRingWorker,
+  createMemoryRingNetwork,
+  type LocalRingWorkerOptions,
+  type MemoryRingNetwork,
+} from './ring/localRingWorker.js';
 export {
   createMemoryRing,
   type MemoryRingOptions,

@@ -13,11 +13,14 @@
  * Checkpoints: the trainer's whole state (weights, optimizer, position, history) is handed to
  * `onCheckpoint` every `checkpointEvery` steps and at each epoch's end; `resume` continues from
  * such a state and, with the same seed and membership, reproduces the uninterrupted run.
+ *
+ * Ring mode (`exchange: 'ring'`) replaces the gather-average-apply of each step with the members'
+ * own all-reduce and a commit; the rest of this file (epochs, progress, checkpoints, metrics) is
+ * shared. See ringSteps.ts.
  */
 import {
   createOptimizer,
   createSchedule,
-  hasErrorCode,
   type Logger,
   type Optimizer,
   type OptimizerKind,
@@ -25,7 +28,6 @@ import {
   type ParamLayout,
   type ScheduleKind,
   ShardlineError,
-  toShardlineError,
 } from '@shardline/core';
 import { shareSize, stepsPerEpoch } from '@shardline/datasets';
 import { type ClassificationReport, createClassificationAccumulator } from '@shardline/metrics';
@@ -39,7 +41,14 @@ import {
   type WeightsSnapshot,
 } from './contract.js';
 import type { EpochMetrics, TrainingEvents } from './events.js';
-import { classCounts } from './reports.js';
+import {
+  createRingState,
+  ensureTrainerState,
+  evaluateRing,
+  type RingRunState,
+  ringStep,
+} from './ringSteps.js';
+import { evaluationSlice, settle, startDeadline } from './rounds.js';
 
 /** The hyperparameters the trainer reads (a job's full config may carry more). */
 export interface TrainerConfig {
@@ -108,6 +117,15 @@ export interface SyncTrainingOptions {
    * never come) ends too: the step in flight is then abandoned and the run stops at its start.
    */
   stopSignal?: AbortSignal;
+  /**
+   * How gradients are exchanged (default `star`). `star`: members send their gradients here,
+   * this process averages them and applies the optimizer to the master weights. `ring`: every
+   * member must be a `RingTrainingWorker`; members all-reduce among themselves and each
+   * applies the step to its own replica when the trainer commits it (all members or none). The
+   * trainer's copy of the weights and optimizer (`params`, the result) is then brought up to date
+   * from a replica only when it is needed: for checkpoints, for a joiner, and at the end.
+   */
+  exchange?: 'star' | 'ring';
 }
 
 /** The result of a run that finished or stopped. */
@@ -125,16 +143,34 @@ export interface SyncTrainingResult {
 interface StepTimes {
   /** Whole steps, from handing out shares to the updated weights. */
   wall: number;
-  /** From handing out shares until the last gradient arrived. */
+  /** From handing out shares until the last gradient (star) or report (ring) arrived. */
   gather: number;
   /** The slowest worker's own compute time, per step. */
   compute: number;
-  /** Averaging and the optimizer update. */
+  /** Ring only: the slowest member's all-reduce time, per step. */
+  exchange: number;
+  /** Averaging and the optimizer update (star); sending the commits (ring). */
   optimizer: number;
 }
 
-/** The state of one run, shared by the functions below. */
-interface Run {
+/** What one applied step tells its epoch's loop. Internal (ringSteps.ts returns it too). */
+export interface StepDone {
+  /** Samples behind the step, over every member. */
+  samples: number;
+  /** Members that took part. */
+  members: number;
+  /** Seconds from handing out the work until every member answered. */
+  gather: number;
+  /** The slowest member's own compute seconds. */
+  compute: number;
+  /** Ring only: the slowest member's all-reduce seconds. */
+  exchange?: number;
+  /** Seconds spent averaging and applying (star) or committing (ring). */
+  optimizer: number;
+}
+
+/** The state of one run, shared by the functions below and ringSteps.ts. Internal. */
+export interface Run {
   readonly options: SyncTrainingOptions;
   readonly params: Float32Array;
   readonly optimizer: Optimizer;
@@ -149,6 +185,8 @@ interface Run {
   /** Optimizer steps done so far. */
   step: number;
   evaluation?: ClassificationReport;
+  /** Ring mode's state; absent in star mode. */
+  readonly ring: RingRunState | undefined;
 }
 
 /** Where an epoch's loop ended: at its last step, or at a graceful stop before `stepInEpoch`. */
@@ -167,18 +205,25 @@ export async function runSynchronousTraining(
     const outcome = await runEpoch(run, epoch, firstStep, running);
     if (outcome.stopped) {
       await checkpoint(run, epoch, outcome.stepInEpoch, running);
-      return result(run, false);
+      return await result(run, false);
     }
     await checkpoint(run, epoch + 1, 0, { lossSum: 0, correct: 0, seen: 0 });
   }
   if (!run.evaluation) {
     throw new ShardlineError('INVALID_ARGUMENT', 'Expected at least one epoch to run, found none.');
   }
-  return result(run, true);
+  return await result(run, true);
 }
 
 function startRun(options: SyncTrainingOptions): Run {
   const { config, layout, resume, signal, stopSignal } = options;
+  const exchange = options.exchange ?? 'star';
+  if (exchange !== 'star' && exchange !== 'ring') {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `Expected exchange 'star' or 'ring', found ${JSON.stringify(exchange)}.`,
+    );
+  }
   const optimizer = createOptimizer({
     kind: config.optimizer,
     size: layout.size,
@@ -206,10 +251,14 @@ function startRun(options: SyncTrainingOptions): Run {
     waitSignal:
       signal && stopSignal ? AbortSignal.any([signal, stopSignal]) : (signal ?? stopSignal),
     step: resume?.step ?? 0,
+    // The initial weights (or the checkpoint's) are the state of the first step.
+    ring: exchange === 'ring' ? createRingState(resume?.step ?? 0) : undefined,
   };
 }
 
-function result(run: Run, completed: boolean): SyncTrainingResult {
+async function result(run: Run, completed: boolean): Promise<SyncTrainingResult> {
+  // Ring mode: the trainer's copy is only as recent as its last pull; the result must be exact.
+  if (run.ring) await ensureTrainerState(run, 'the final weights');
   const { history, evaluation, weights, optimizer } = run;
   return { completed, history, ...(evaluation ? { evaluation } : {}), weights, optimizer };
 }
@@ -217,6 +266,7 @@ function result(run: Run, completed: boolean): SyncTrainingResult {
 async function checkpoint(run: Run, epoch: number, stepInEpoch: number, running: RunningSums) {
   const { onCheckpoint } = run.options;
   if (!onCheckpoint) return;
+  if (run.ring) await ensureTrainerState(run, `the checkpoint of step ${run.step}`);
   await onCheckpoint({
     epoch,
     stepInEpoch,
@@ -238,8 +288,9 @@ async function runEpoch(
   const { options } = run;
   const { membership, signal } = options;
   const checkpointEvery = options.checkpointEvery ?? 0;
-  const times: StepTimes = { wall: 0, gather: 0, compute: 0, optimizer: 0 };
+  const times: StepTimes = { wall: 0, gather: 0, compute: 0, exchange: 0, optimizer: 0 };
   const trafficBefore = membership.traffic?.();
+  const ringBytesBefore = run.ring?.ringBytes ?? 0;
   // Samples trained in this process this epoch: the throughput's numerator after a resume.
   let seenHere = 0;
   let workersSeen = 0;
@@ -249,17 +300,17 @@ async function runEpoch(
     }
     if (options.shouldStop?.()) return { stopped: true, stepInEpoch: s };
     const t0 = performance.now();
-    const gathered = await gatherShares(run, epoch, s);
-    if (!gathered) return { stopped: true, stepInEpoch: s };
-    workersSeen = Math.max(workersSeen, gathered.members);
-    const t1 = performance.now();
-    const samples = applyStep(run, epoch, gathered.results, running);
-    const t2 = performance.now();
-    times.wall += (t2 - t0) / 1000;
-    times.gather += (t1 - t0) / 1000;
-    times.compute += Math.max(...gathered.results.map((r) => r.computeSeconds));
-    times.optimizer += (t2 - t1) / 1000;
-    seenHere += samples;
+    const done = run.ring
+      ? await ringStep(run, epoch, s, running)
+      : await starStep(run, epoch, s, running);
+    if (!done) return { stopped: true, stepInEpoch: s };
+    workersSeen = Math.max(workersSeen, done.members);
+    times.wall += (performance.now() - t0) / 1000;
+    times.gather += done.gather;
+    times.compute += done.compute;
+    times.exchange += done.exchange ?? 0;
+    times.optimizer += done.optimizer;
+    seenHere += done.samples;
     options.reporter.progress({
       epoch: epoch + 1,
       epochs: options.config.epochs,
@@ -277,7 +328,10 @@ async function runEpoch(
   }
   // Step traffic only: evaluation's weight transfer is not part of a step.
   const trafficAfter = membership.traffic?.();
-  const evaluation = await evaluateAll(options, run.weights);
+  const ringBytes = (run.ring?.ringBytes ?? 0) - ringBytesBefore;
+  const { evaluation, replicaChecksum } = run.ring
+    ? await evaluateRing(run)
+    : { evaluation: await evaluateAll(options, run.weights), replicaChecksum: undefined };
   run.evaluation = evaluation;
   const stepsRun = Math.max(1, run.steps - firstStep);
   const metrics: EpochMetrics = {
@@ -289,22 +343,61 @@ async function runEpoch(
     images_per_second: seenHere / Math.max(times.wall, 1e-9),
     workers: workersSeen,
     step: run.step,
-    // Per-step means: where a step's time goes. Exchange is the wait for gradients beyond the
-    // slowest worker's own compute time: transfers, encoding, queueing.
+    // Per-step means: where a step's time goes. Star: exchange is the wait for gradients beyond
+    // the slowest worker's own compute time (transfers, encoding, queueing). Ring: the slowest
+    // member's all-reduce, as the members measured it.
     step_seconds: times.wall / stepsRun,
     compute_seconds: times.compute / stepsRun,
-    exchange_seconds: Math.max(0, times.gather - times.compute) / stepsRun,
+    exchange_seconds:
+      (run.ring ? times.exchange : Math.max(0, times.gather - times.compute)) / stepsRun,
     optimizer_seconds: times.optimizer / stepsRun,
-    ...(trafficBefore && trafficAfter
-      ? {
-          bytes_sent: trafficAfter.sent - trafficBefore.sent,
-          bytes_received: trafficAfter.received - trafficBefore.received,
-        }
-      : {}),
+    ...epochTraffic(trafficBefore, trafficAfter, run.ring ? ringBytes : undefined),
+    ...(replicaChecksum === undefined ? {} : { replica_checksum: replicaChecksum }),
   };
   run.history.push(metrics);
   options.reporter.epochEnd(metrics);
   return { stopped: false };
+}
+
+/**
+ * The epoch's `bytes_sent` / `bytes_received`: the membership's traffic (tensors to and from
+ * this process), plus in ring mode the payload bytes the members sent each other in their
+ * all-reduces (each sent by one member and received by another, so it counts in both).
+ */
+function epochTraffic(
+  before: { sent: number; received: number } | undefined,
+  after: { sent: number; received: number } | undefined,
+  ringBytes: number | undefined,
+): Pick<EpochMetrics, 'bytes_sent' | 'bytes_received'> {
+  const sent = before && after ? after.sent - before.sent : undefined;
+  const received = before && after ? after.received - before.received : undefined;
+  if (ringBytes === undefined) {
+    return sent === undefined || received === undefined
+      ? {}
+      : { bytes_sent: sent, bytes_received: received };
+  }
+  return { bytes_sent: (sent ?? 0) + ringBytes, bytes_received: (received ?? 0) + ringBytes };
+}
+
+/** One star-mode step: gathers every member's share, averages them and applies the optimizer. */
+async function starStep(
+  run: Run,
+  epoch: number,
+  stepInEpoch: number,
+  running: RunningSums,
+): Promise<StepDone | undefined> {
+  const t0 = performance.now();
+  const gathered = await gatherShares(run, epoch, stepInEpoch);
+  if (!gathered) return undefined;
+  const t1 = performance.now();
+  const samples = applyStep(run, epoch, gathered.results, running);
+  return {
+    samples,
+    members: gathered.members,
+    gather: (t1 - t0) / 1000,
+    compute: Math.max(...gathered.results.map((r) => r.computeSeconds)),
+    optimizer: (performance.now() - t1) / 1000,
+  };
 }
 
 /**
@@ -346,12 +439,9 @@ function computeShares(
   assignment: Omit<ShareAssignment, 'rank' | 'samples'>,
 ): Promise<PromiseSettledResult<ShareResult>[]> {
   const { signal, trainCount, config } = run.options;
-  const timeoutMs = run.options.workerTimeoutMs ?? 0;
-  const deadline = timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined;
-  const stepSignal =
-    deadline && signal ? AbortSignal.any([signal, deadline]) : (deadline ?? signal);
+  const deadline = startDeadline(run.options.workerTimeoutMs ?? 0, signal);
   return Promise.allSettled(
-    members.map(async (worker, rank) => {
+    members.map((worker, rank) => {
       const share = {
         ...assignment,
         rank,
@@ -363,20 +453,9 @@ function computeShares(
           assignment.worldSize,
         ),
       };
-      // Awaited inside an async function: a worker that throws instead of rejecting fails only
-      // its own share.
-      try {
-        return await worker.computeShare(share, run.weights, stepSignal);
-      } catch (error) {
-        if (deadline?.aborted && error === deadline.reason && !signal?.aborted) {
-          throw new ShardlineError(
-            'TIMEOUT',
-            `Worker ${worker.name} did not return its share of step ${assignment.step} within ${timeoutMs / 1000} s (--worker-timeout).`,
-            { cause: error },
-          );
-        }
-        throw error;
-      }
+      return deadline.call(worker, `return its share of step ${assignment.step}`, (stepSignal) =>
+        worker.computeShare(share, run.weights, stepSignal),
+      );
     }),
   );
 }
@@ -423,17 +502,19 @@ async function evaluateAll(
       topK: evaluationTopK(options.classNames.length),
     });
     const settled = await Promise.allSettled(
-      members.map(async (worker, rank) => {
-        const start = Math.floor((total * rank) / members.length);
-        const end = Math.floor((total * (rank + 1)) / members.length);
-        const labels = options.testLabels;
-        const counts = labels && classCounts(labels, start, end, options.classNames.length);
-        return worker.evaluate(
-          { start, end, ...(counts ? { classCounts: counts } : {}) },
+      members.map(async (worker, rank) =>
+        worker.evaluate(
+          evaluationSlice(
+            total,
+            rank,
+            members.length,
+            options.testLabels,
+            options.classNames.length,
+          ),
           weights,
           options.signal,
-        );
-      }),
+        ),
+      ),
     );
     const states = settle(settled, members, options, 'evaluation');
     if (states) {
@@ -441,38 +522,4 @@ async function evaluateAll(
       return accumulator.result();
     }
   }
-}
-
-/**
- * The members' answers when all of them answered; otherwise drops every member that failed (or
- * rethrows when members cannot be dropped, or the run was aborted) and returns undefined, so the
- * caller retries with those that remain.
- */
-function settle<T>(
-  settled: readonly PromiseSettledResult<T>[],
-  members: readonly TrainingWorker[],
-  options: Pick<SyncTrainingOptions, 'membership' | 'logger' | 'signal'>,
-  what: string,
-): T[] | undefined {
-  const failed = settled.flatMap((r, i) =>
-    r.status === 'rejected' ? [{ worker: members[i]!, error: r.reason as unknown }] : [],
-  );
-  if (failed.length === 0) return settled.map((r) => (r as PromiseFulfilledResult<T>).value);
-  const { membership, logger, signal } = options;
-  const first = failed[0]!.error;
-  // Aborted: the failures are the abort itself (workers reject with the signal's reason).
-  if (signal?.aborted) {
-    throw hasErrorCode(first, 'CANCELLED')
-      ? first
-      : new ShardlineError('CANCELLED', 'Training was interrupted before it finished.', {
-          cause: first,
-        });
-  }
-  if (!membership.drop) throw first;
-  for (const { worker, error } of failed) {
-    const reason = toShardlineError(error).message;
-    logger.warn(`dropped a worker; retrying ${what} without it`, { worker: worker.name, reason });
-    membership.drop(worker, reason);
-  }
-  return undefined;
 }
