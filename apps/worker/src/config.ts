@@ -57,6 +57,36 @@ function address(value: string): string {
   return value;
 }
 
+/** `--peer-listen`: `auto`, `off`, or an address to bind (port 0: any free port). */
+function peerListen(value: string): string {
+  if (value === 'auto' || value === 'off') return value;
+  try {
+    return address(value);
+  } catch {
+    throw new Expectation(
+      'expected auto, off, or host:port to listen on, such as 0.0.0.0:7071 or 10.0.0.17:0 (port 0: any free port)',
+    );
+  }
+}
+
+/** `--peer-advertise`: an address others can dial, so its port cannot be 0. */
+function peerAdvertise(value: string): string {
+  try {
+    address(value);
+  } catch {
+    throw new Expectation(
+      'expected the host:port other workers dial to reach this one, such as 203.0.113.7:7071',
+    );
+  }
+  const port = Number(value.slice(value.lastIndexOf(':') + 1));
+  if (port < 1 || port > 65535) {
+    throw new Expectation(
+      'expected a port from 1 to 65535: others dial this address, so it needs the real port (set --peer-listen to a fixed port too)',
+    );
+  }
+  return value;
+}
+
 function seconds(value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || n <= 0)
@@ -131,6 +161,31 @@ export const WORKER_SETTINGS = [
     type: 'number',
     defaultValue: () => 60,
     parse: seconds,
+  }),
+  setting({
+    flag: '--peer-listen',
+    argument: '<host:port>',
+    description:
+      'where the peer endpoint for ring mode listens; auto: an ephemeral port on the address this worker reaches the coordinator from (127.0.0.1 for a coordinator on loopback); off: none (as --no-peer). Not served with TLS',
+    type: 'string',
+    defaultValue: () => 'auto',
+    parse: peerListen,
+  }),
+  setting({
+    flag: '--peer-advertise',
+    argument: '<host:port>',
+    description:
+      'the address other workers dial to reach the peer endpoint, behind NAT or in containers (default: the listen address, or the address that reaches the coordinator when listening on a wildcard, with the bound port)',
+    type: 'string',
+    parse: peerAdvertise,
+  }),
+  setting({
+    flag: '--no-peer',
+    description:
+      'serve no peer endpoint: the worker joins without ring mode (a ring-mode job refuses it)',
+    type: 'boolean',
+    defaultValue: () => false,
+    parse: parseSwitch,
   }),
   setting({
     flag: '--log-format',

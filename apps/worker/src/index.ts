@@ -3,7 +3,8 @@
  * coordinator over gRPC and computes gradients with the in-process worker of
  * @shardline/training; `runWorker` does the same from code. `WORKER_SETTINGS` is the table of
  * the CLI's settings (flag, environment variable, config-file key), for tools that check
- * deployment files against it; `runDoctor` is `shardline-worker doctor`.
+ * deployment files against it; `runDoctor` is `shardline-worker doctor`. In ring mode the
+ * worker also serves a peer endpoint (`WorkerOptions.peer`, `PeerEndpointSettings`).
  */
 
 export { type BackoffOptions, retryWithBackoff } from './backoff.js';
@@ -56,6 +57,7 @@ export {
   parseTensorflowLog,
   probeNativePackage,
 } from './nativeProbe.js';
+export type { PeerEndpointSettings } from './peer/peerEndpoint.js';
 export {
   createWorkerProgram,
   DOCTOR_COORDINATOR_TIMEOUT_S,

@@ -200,6 +200,13 @@ async function startWorker(config: ResolvedWorkerConfig, streams: WorkerStreams)
       plugins: s.plugin,
       connectTimeoutMs: s.connectTimeout * 1000,
       channel,
+      peer:
+        s.noPeer || s.peerListen === 'off'
+          ? false
+          : {
+              listen: s.peerListen,
+              ...(s.peerAdvertise === undefined ? {} : { advertise: s.peerAdvertise }),
+            },
       logger,
       signal: abort.signal,
     }).catch((error: unknown) => {

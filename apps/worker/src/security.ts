@@ -38,6 +38,11 @@ export interface WorkerChannel {
   clientCertificate: boolean;
   /** Whether this worker sends a token. */
   token: boolean;
+  /**
+   * The token itself, when one is sent: the peer endpoint requires it of the other workers and
+   * sends it to them (ring mode). Never logged.
+   */
+  tokenValue?: string;
 }
 
 /** A channel without TLS or token: the default, for loopback. */
@@ -108,6 +113,7 @@ export function resolveWorkerChannel(
     tls,
     clientCertificate: files.cert !== undefined,
     token: token !== undefined,
+    ...(token === undefined ? {} : { tokenValue: token }),
   };
 }
 

@@ -2,6 +2,12 @@
  * One worker's life: join the coordinator (retrying while it is not up yet), load the job's
  * dataset and model, then serve the Train stream: take weights, compute the gradient of each
  * assigned share, evaluate test slices, until the coordinator says stop.
+ *
+ * In ring mode (JobSpec.exchange = EXCHANGE_RING) the worker keeps a replica instead of taking
+ * weights, and all-reduces each step's gradient with the other members over its peer endpoint
+ * (ringMember.ts). A ring step runs in the background while the stream is still read, so that
+ * the coordinator's AbortStep (or a newer assignment, or stop) can call it off; the messages
+ * that need its outcome (commit, evaluate, pull_state, state) wait for it to settle first.
  */
 import { hostname } from 'node:os';
 import { type ClientDuplexStream, Metadata, type ServiceError, status } from '@grpc/grpc-js';
@@ -20,24 +26,32 @@ import { shareSize } from '@shardline/datasets';
 import type { ClassificationState } from '@shardline/metrics';
 import { loadPlugin } from '@shardline/models';
 import {
+  type AbortStep,
   CHANNEL_OPTIONS,
   type ClassificationCounts,
+  type CommitStep,
   CoordinatorClient,
   type CoordinatorServiceClient,
   createTensorAssembler,
   DataType,
   decodeTensor,
   type Evaluate,
+  Exchange,
   encodeTensor,
   exchangeLogFields,
   fromGrpcStatus,
   gradientMessages,
+  isLoopbackHost,
   type JobSpec,
   type JoinResponse,
+  mapIterable,
   PROTOCOL_VERSION,
+  type PullState,
+  type ReplicaStateChunk,
   type StepAssignment,
   type Stop,
   StopReason,
+  splitHostPort,
   type TensorAssembler,
   type TrainRequest,
   type TrainResponse,
@@ -46,6 +60,7 @@ import {
 } from '@shardline/protocol';
 import {
   createLocalWorker,
+  type ShareAssignment,
   type TrainingWorker,
   type WeightsSnapshot,
   warmUp,
@@ -54,6 +69,12 @@ import type { LayersModel } from '@tensorflow/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import { retryWithBackoff } from './backoff.js';
 import { loadWorkerJobData, type WorkerJobData } from './jobData.js';
+import {
+  type PeerEndpoint,
+  type PeerEndpointSettings,
+  startPeerEndpoint,
+} from './peer/peerEndpoint.js';
+import { createRingMember, type RingMember } from './ringMember.js';
 import { plaintextChannel, tlsFailure, type WorkerChannel } from './security.js';
 
 /** Settings of one worker process. */
@@ -77,6 +98,13 @@ export interface WorkerOptions {
   connectTimeoutMs: number;
   /** TLS and token (security.ts `resolveWorkerChannel`); default: plaintext, no token. */
   channel?: WorkerChannel;
+  /**
+   * The peer endpoint for ring mode (peer/peerEndpoint.ts): where it listens and what address
+   * it advertises; `false` serves none, and the worker then joins without ring mode. Default
+   * `{}`: listen on an ephemeral port of the address that reaches the coordinator. Not served
+   * when the channel uses TLS (ring traffic has no TLS yet).
+   */
+  peer?: PeerEndpointSettings | false;
   logger: Logger;
   signal?: AbortSignal;
 }
@@ -103,6 +131,7 @@ function join(
   name: string,
   backend: string,
   plugins: readonly string[],
+  peerAddress: string,
 ): Promise<JoinResponse> {
   return new Promise((resolve, reject) => {
     client.join(
@@ -113,11 +142,13 @@ function join(
         hostname: hostname(),
         pid: process.pid,
         supportedDtypes: [DataType.FLOAT32, DataType.FLOAT16, DataType.BFLOAT16],
-        capabilities: ['evaluate'],
+        // Ring mode needs a peer endpoint the other members can dial.
+        capabilities: peerAddress === '' ? ['evaluate'] : ['evaluate', 'exchange.ring'],
         previousWorkerId: '',
         maxReceiveMessageBytes: CHANNEL_OPTIONS['grpc.max_receive_message_length'] as number,
         softwareVersion: '',
         pluginSha256: [...plugins],
+        peerAddress,
       },
       new Metadata(),
       { deadline: Date.now() + 10_000 },
@@ -146,13 +177,14 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
     ...channel.options,
   });
   const cache: DataCache = {};
+  const peer = await openPeerEndpoint(options, channel, logger);
   try {
     // A worker outlives its coordinator's restarts: when the stream breaks it joins again (with
     // backoff, for up to --connect-timeout) and starts over from the weights it is sent, so it
     // never computes on stale weights.
     for (let session = 0; ; session++) {
       const joined = await retryWithBackoff(
-        () => join(client, options.name, selection.backend, pluginSha256),
+        () => join(client, options.name, selection.backend, pluginSha256, peer?.advertised ?? ''),
         {
           deadlineMs: options.connectTimeoutMs,
           // A failed TLS handshake looks like UNAVAILABLE but will fail the same way every time.
@@ -186,24 +218,81 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
         ...exchangeLogFields(),
       });
       try {
-        return await serve(
-          client,
-          joined.workerId,
-          job,
+        return await serve(client, joined.workerId, job, {
           options,
           log,
           cache,
-          joined.heartbeatIntervalMs,
-        );
+          heartbeatMs: joined.heartbeatIntervalMs,
+          peer,
+          channel,
+        });
       } catch (error) {
         const e = toShardlineError(error);
         if (options.signal?.aborted || !isConnectionLoss(e)) throw e;
-        log.warn('lost the coordinator; rejoining', { reason: e.message });
+        log.warn(
+          e.details.rejoin === 'replica'
+            ? 'left the training stream; rejoining'
+            : 'lost the coordinator; rejoining',
+          { reason: e.message },
+        );
       }
     }
   } finally {
     client.close();
+    await peer?.close();
   }
+}
+
+/**
+ * Starts the peer endpoint unless it is switched off or the channel uses TLS (ring traffic has
+ * no TLS yet, and a plaintext side door next to a TLS coordinator would undo what TLS protects).
+ */
+async function openPeerEndpoint(
+  options: WorkerOptions,
+  channel: WorkerChannel,
+  logger: Logger,
+): Promise<PeerEndpoint | undefined> {
+  if (options.peer === false) return undefined;
+  if (channel.tls) {
+    logger.info(
+      'no peer endpoint: ring traffic cannot use TLS yet, so this worker joins without ring mode (the coordinator then trains in star mode, or refuses it from a ring job)',
+    );
+    return undefined;
+  }
+  const settings = options.peer ?? {};
+  let peer: PeerEndpoint;
+  try {
+    peer = await startPeerEndpoint({
+      settings,
+      coordinator: options.coordinator,
+      ...(channel.tokenValue === undefined ? {} : { token: channel.tokenValue }),
+      logger,
+    });
+  } catch (error) {
+    // Addresses that were asked for must work; the automatic choice must not stop a worker that
+    // can still train in star mode.
+    const automatic =
+      (settings.listen === undefined || settings.listen === 'auto') &&
+      settings.advertise === undefined;
+    if (!automatic) throw error;
+    logger.warn('no peer endpoint: this worker joins without ring mode', {
+      reason: toShardlineError(error).message,
+    });
+    return undefined;
+  }
+  logger.info('peer endpoint listening', {
+    listen: peer.server.address,
+    advertised: peer.advertised,
+  });
+  if (
+    channel.tokenValue === undefined &&
+    !isLoopbackHost(splitHostPort(peer.server.address).host)
+  ) {
+    logger.warn(
+      `the peer endpoint at ${peer.server.address} takes ring streams from anyone who can reach it: give every worker and the coordinator a token (--token) to require it`,
+    );
+  }
+  return peer;
 }
 
 /**
@@ -276,6 +365,36 @@ interface Session {
   steps: number;
   /** Compute seconds of the steps since the last summary line. */
   readonly recent: number[];
+  /** Set in ring mode only. */
+  readonly ring?: RingSession;
+}
+
+/** A Train session's ring-mode state. */
+interface RingSession {
+  readonly member: RingMember;
+  /** The ring step running in the background, if any. */
+  running?: RunningStep;
+  /** Set when a background step failed in a way that ends the session. */
+  failure?: { error: unknown };
+}
+
+/** A ring step in flight: what aborts it, and what settles when it is over. */
+interface RunningStep {
+  readonly step: number;
+  readonly controller: AbortController;
+  /** Resolves when the step is over; never rejects (a failure lands in RingSession.failure). */
+  done: Promise<void>;
+}
+
+/** What {@link serve} needs besides the job. */
+interface ServeContext {
+  options: WorkerOptions;
+  log: Logger;
+  cache: DataCache;
+  heartbeatMs: number;
+  /** The peer endpoint, when this worker serves one. */
+  peer: PeerEndpoint | undefined;
+  channel: WorkerChannel;
 }
 
 /** Loads the job's dataset (or reuses the last one), builds its model, checks it, warms up. */
@@ -356,13 +475,40 @@ async function serve(
   client: CoordinatorServiceClient,
   workerId: string,
   job: JobSpec,
-  options: WorkerOptions,
-  log: Logger,
-  cache: DataCache,
-  heartbeatMs: number,
+  context: ServeContext,
 ): Promise<WorkerOutcome> {
+  const { options, log, cache, heartbeatMs } = context;
+  const ringMode = job.exchange === Exchange.RING;
+  if (ringMode && !context.peer) {
+    throw new ShardlineError(
+      'MISMATCH',
+      `Job ${job.jobId} trains in ring mode, where workers exchange gradients among themselves, but this worker serves no peer endpoint (${context.channel.tls ? 'its channel uses TLS, which ring traffic does not support yet' : 'it was started with --no-peer or --peer-listen off'}). ` +
+        'Start it without --no-peer and without TLS, or start the coordinator with --exchange star.',
+    );
+  }
   const prepared = await prepareJob(job, workerId, { client, options, log, cache });
   const { model, layout } = prepared;
+  let ring: RingSession | undefined;
+  try {
+    ring =
+      ringMode && context.peer
+        ? {
+            member: createRingMember({
+              job,
+              layout,
+              workerId,
+              server: context.peer.server,
+              ...(context.channel.tokenValue === undefined
+                ? {}
+                : { token: context.channel.tokenValue }),
+              logger: log,
+            }),
+          }
+        : undefined;
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
   const session: Session = {
     call: client.train(),
     workerId,
@@ -381,6 +527,7 @@ async function serve(
     weights: { version: -1, params: readWeights(model, layout) },
     steps: 0,
     recent: [],
+    ...(ring ? { ring } : {}),
   };
   const { call } = session;
   const heartbeat =
@@ -419,8 +566,24 @@ async function serve(
   } finally {
     if (heartbeat) clearInterval(heartbeat);
     options.signal?.removeEventListener('abort', onAbort);
+    // The stream may still end with an error status after this session left it (a ring
+    // worker rejoining after a failed commit); without a listener that would throw.
+    call.on('error', () => {});
+    if (ring) await endRing(ring);
     model.dispose();
   }
+}
+
+/** Stops a running ring step (its model is about to be disposed) and leaves the formation. */
+async function endRing(ring: RingSession): Promise<void> {
+  const running = ring.running;
+  if (running) {
+    running.controller.abort(
+      new ShardlineError('CANCELLED', "This worker's Train session ended during the step."),
+    );
+    await running.done;
+  }
+  await ring.member.close();
 }
 
 /** True for the status a failed grpc-js call rejects with (its `code` is a number). */
@@ -453,15 +616,268 @@ async function handleMessage(
       receiveWeights(session, kind.value);
       return undefined;
     case 'assignment':
-      await computeAssignedShare(session, kind.value);
+      if (kind.value.ring)
+        await startRingStep(session, requireRing(session, 'a ring assignment'), kind.value);
+      else await computeAssignedShare(session, kind.value);
       return undefined;
     case 'evaluate':
+      if (session.ring) await settled(session.ring);
       await evaluateAssignedSlice(session, kind.value);
       return undefined;
     case 'stop':
+      if (session.ring) await callOff(session.ring, 'the coordinator stopped this worker');
       return stopped(session, kind.value);
+    case 'commit':
+      await commitStep(session, requireRing(session, 'commit'), kind.value);
+      return undefined;
+    case 'pullState':
+      await sendReplicaState(session, requireRing(session, 'pull_state'), kind.value);
+      return undefined;
+    case 'state':
+      await receiveReplicaState(session, requireRing(session, 'state'), kind.value);
+      return undefined;
+    case 'abort':
+      await abortRingStep(session, requireRing(session, 'abort'), kind.value);
+      return undefined;
     default:
       return assertNever(kind);
+  }
+}
+
+/** The session's ring state, or a MISMATCH: the coordinator sent a ring message in star mode. */
+function requireRing(session: Session, what: string): RingSession {
+  if (session.ring) return session.ring;
+  throw new ShardlineError(
+    'MISMATCH',
+    `The coordinator sent ${what}, a ring-mode message, but job ${session.job.jobId} trains in star mode (JobSpec.exchange). Run the same Shardline release on every machine.`,
+  );
+}
+
+/**
+ * Waits for the ring step in flight, if any, to be over: what the next message does depends on
+ * its outcome. Rethrows a failure that ends the session.
+ */
+async function settled(ring: RingSession): Promise<void> {
+  if (ring.running) await ring.running.done;
+  if (ring.failure) throw ring.failure.error;
+}
+
+/**
+ * Aborts the ring step in flight (only if it is `step`, when given) and waits for it to be
+ * over. A step it does not abort is not waited for: a stale AbortStep must not hold up the
+ * stream while another step runs.
+ */
+async function callOff(ring: RingSession, why: string, step?: number): Promise<void> {
+  const running = ring.running;
+  if (running && step !== undefined && running.step !== step) return;
+  running?.controller.abort(
+    new ShardlineError('CANCELLED', `Step ${running.step} was called off: ${why}.`),
+  );
+  await settled(ring);
+}
+
+/**
+ * A ring step's assignment: calls off a step still in flight (the coordinator has moved on),
+ * then runs this one in the background, so the stream is read meanwhile.
+ */
+async function startRingStep(
+  session: Session,
+  ring: RingSession,
+  a: StepAssignment,
+): Promise<void> {
+  await callOff(ring, `step ${a.step} was assigned`);
+  const controller = new AbortController();
+  const running: RunningStep = { step: Number(a.step), controller, done: Promise.resolve() };
+  running.done = runRingStep(session, ring, a, controller.signal)
+    .catch((error: unknown) => {
+      ring.failure ??= { error };
+    })
+    .finally(() => {
+      if (ring.running === running) delete ring.running;
+    });
+  ring.running = running;
+}
+
+/** One ring step, from the share to the report; see ringMember.ts. */
+async function runRingStep(
+  session: Session,
+  ring: RingSession,
+  a: StepAssignment,
+  signal: AbortSignal,
+): Promise<void> {
+  const { prepared, log } = session;
+  const outcome = await ring.member.runStep(
+    a,
+    (weights) => prepared.local.computeShare(shareOf(session, a), weights, signal),
+    signal,
+  );
+  const step = Number(a.step);
+  switch (outcome.kind) {
+    case 'reported': {
+      const report = outcome.report;
+      if (!writable(session)) return;
+      session.call.write({
+        kind: { $case: 'ringReport', value: report },
+      } satisfies TrainRequest);
+      if (report.failure !== '') {
+        log.info('ring all-reduce failed', {
+          step,
+          ring_id: report.ringId,
+          suspect: report.suspectWorkerId || undefined,
+          reason: report.failure,
+        });
+        return;
+      }
+      countStep(session, a, report.result!.sampleCount, report.result!.computeSeconds);
+      if (log.enabled('debug'))
+        log.debug('ring step reduced', {
+          step,
+          ring_id: report.ringId,
+          rank: a.rank,
+          samples: report.result!.sampleCount,
+          total_samples: Number(report.totalSamples),
+          exchange_seconds: report.exchangeSeconds,
+          checksum: report.checksum,
+        });
+      return;
+    }
+    case 'failed':
+      log.warn('ring step failed on this worker', {
+        step,
+        code: outcome.error.code,
+        reason: outcome.error.message,
+      });
+      sendWorkerError(session, outcome.error, a.step, false);
+      return;
+    case 'aborted':
+      log.debug('ring step called off', {
+        step,
+        reason: String((outcome.reason as Error)?.message ?? outcome.reason),
+      });
+      return;
+  }
+}
+
+/** Whether the Train stream still takes messages from this worker. */
+function writable(session: Session): boolean {
+  return !session.call.writableEnded && !session.call.destroyed;
+}
+
+/** Tells the coordinator that this worker could not do what it asked. */
+function sendWorkerError(
+  session: Session,
+  error: ShardlineError,
+  step: bigint,
+  fatal: boolean,
+): void {
+  if (!writable(session)) return;
+  session.call.write({
+    kind: { $case: 'error', value: { code: error.code, message: error.message, step, fatal } },
+  } satisfies TrainRequest);
+}
+
+/**
+ * CommitStep: applies the staged average. A replica whose staged step differs from what every
+ * other member reported must not guess: it says so (fatal), leaves the stream and joins again,
+ * and the coordinator pushes it the state of the others.
+ */
+async function commitStep(session: Session, ring: RingSession, c: CommitStep): Promise<void> {
+  await settled(ring);
+  try {
+    ring.member.commit(c);
+  } catch (error) {
+    const e = toShardlineError(error);
+    if (e.code !== 'MISMATCH') throw e;
+    session.log.warn('cannot commit the step; rejoining for the replica state', {
+      step: Number(c.step),
+      reason: e.message,
+    });
+    sendWorkerError(session, e, c.step, true);
+    await endStream(session.call);
+    throw new ShardlineError(
+      'CONNECTION_LOST',
+      `This worker could not commit step ${c.step} (${e.message}); it left the Train stream to join again and be sent the replica state.`,
+      { cause: e, details: { rejoin: 'replica' } },
+    );
+  }
+  if (session.log.enabled('debug'))
+    session.log.debug('step committed', {
+      step: Number(c.step),
+      learning_rate: c.learningRate,
+      checksum: c.checksum,
+    });
+}
+
+/** How long a worker leaving its stream waits for what it wrote to be handed to gRPC. */
+const END_STREAM_WAIT_MS = 5_000;
+
+/** Half-closes the stream and waits until everything written before is on its way. */
+async function endStream(call: ClientDuplexStream<TrainRequest, TrainResponse>): Promise<void> {
+  if (call.writableFinished || call.destroyed) return;
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      call.off('finish', done);
+      call.off('close', done);
+      resolve();
+    };
+    const timer = setTimeout(done, END_STREAM_WAIT_MS);
+    call.on('finish', done);
+    call.on('close', done);
+    if (!call.writableEnded) call.end();
+  });
+}
+
+/** AbortStep: calls off the step if it is still in flight, and drops what it staged. */
+async function abortRingStep(session: Session, ring: RingSession, a: AbortStep): Promise<void> {
+  const step = Number(a.step);
+  await callOff(ring, `the coordinator aborted it (${a.reason})`, step);
+  const dropped = ring.member.discard(step);
+  session.log.info('step aborted by the coordinator', {
+    step,
+    reason: a.reason,
+    dropped_staged: dropped,
+  });
+}
+
+/** PullState: sends the replica's weights and optimizer state. */
+async function sendReplicaState(session: Session, ring: RingSession, p: PullState): Promise<void> {
+  await settled(ring);
+  let chunks: Iterable<ReplicaStateChunk>;
+  try {
+    chunks = ring.member.stateChunks(p.requestId);
+  } catch (error) {
+    sendWorkerError(
+      session,
+      toShardlineError(error),
+      BigInt(Math.max(0, ring.member.replica.version)),
+      false,
+    );
+    return;
+  }
+  await writeMessages(
+    session.call,
+    mapIterable(chunks, (value): TrainRequest => ({ kind: { $case: 'state', value } })),
+  );
+  session.log.debug('replica state sent', {
+    request_id: Number(p.requestId),
+    version: ring.member.replica.version,
+  });
+}
+
+/** A chunk of a replica state pushed by the coordinator: loaded once whole. */
+async function receiveReplicaState(
+  session: Session,
+  ring: RingSession,
+  chunk: ReplicaStateChunk,
+): Promise<void> {
+  await settled(ring);
+  const version = ring.member.receiveState(chunk);
+  if (version !== undefined) {
+    session.log.info('replica state loaded', {
+      version,
+      checksum: ring.member.replica.checksum(),
+    });
   }
 }
 
@@ -485,23 +901,7 @@ async function computeAssignedShare(session: Session, a: StepAssignment): Promis
       `Assigned step ${a.step} at weights version ${a.weightsVersion}, but this worker holds version ${weights.version}.`,
     );
   }
-  const result = await prepared.local.computeShare(
-    {
-      epoch: a.epoch,
-      step: Number(a.step),
-      stepInEpoch: a.stepInEpoch,
-      rank: a.rank,
-      worldSize: a.worldSize,
-      samples: shareSize(
-        prepared.trainCount,
-        job.globalBatchSize,
-        a.stepInEpoch,
-        a.rank,
-        a.worldSize,
-      ),
-    },
-    weights,
-  );
+  const result = await prepared.local.computeShare(shareOf(session, a), weights);
   const gradient = result.sampleCount > 0 ? result.gradient : new Float32Array(layout.size);
   const meta = {
     dtype: job.gradientDtype,
@@ -525,18 +925,7 @@ async function computeAssignedShare(session: Session, a: StepAssignment): Promis
       job.maxChunkBytes,
     ),
   );
-  session.steps++;
-  session.recent.push(result.computeSeconds);
-  if (session.recent.length === STEP_LOG_EVERY) {
-    log.info('steps computed', {
-      steps: session.steps,
-      share: result.sampleCount,
-      rank: a.rank,
-      world_size: a.worldSize,
-      mean_compute_seconds: session.recent.reduce((x, y) => x + y, 0) / session.recent.length,
-    });
-    session.recent.length = 0;
-  }
+  countStep(session, a, result.sampleCount, result.computeSeconds);
   if (log.enabled('debug'))
     log.debug('step done', {
       step: Number(a.step),
@@ -546,12 +935,71 @@ async function computeAssignedShare(session: Session, a: StepAssignment): Promis
     });
 }
 
-/** An evaluation request: evaluates the slice and sends the mergeable metrics state. */
+/** The share of step `a` this worker computes, as the in-process worker takes it. */
+function shareOf(session: Session, a: StepAssignment): ShareAssignment {
+  const { prepared, job } = session;
+  return {
+    epoch: a.epoch,
+    step: Number(a.step),
+    stepInEpoch: a.stepInEpoch,
+    rank: a.rank,
+    worldSize: a.worldSize,
+    samples: shareSize(
+      prepared.trainCount,
+      job.globalBatchSize,
+      a.stepInEpoch,
+      a.rank,
+      a.worldSize,
+    ),
+  };
+}
+
+/** Counts a finished step, with an info line of mean compute time every STEP_LOG_EVERY steps. */
+function countStep(
+  session: Session,
+  a: StepAssignment,
+  sampleCount: number,
+  computeSeconds: number,
+): void {
+  session.steps++;
+  session.recent.push(computeSeconds);
+  if (session.recent.length === STEP_LOG_EVERY) {
+    session.log.info('steps computed', {
+      steps: session.steps,
+      share: sampleCount,
+      rank: a.rank,
+      world_size: a.worldSize,
+      mean_compute_seconds: session.recent.reduce((x, y) => x + y, 0) / session.recent.length,
+    });
+    session.recent.length = 0;
+  }
+}
+
+/**
+ * An evaluation request: evaluates the slice and sends the mergeable metrics state. In ring
+ * mode it evaluates the replica, which must be at the version asked for, and sends the weights'
+ * checksum along, so the coordinator can tell that every replica holds the same bits.
+ */
 async function evaluateAssignedSlice(session: Session, e: Evaluate): Promise<void> {
+  const ring = session.ring;
+  if (ring && Number(e.weightsVersion) !== ring.member.replica.version) {
+    const version = ring.member.replica.version;
+    sendWorkerError(
+      session,
+      new ShardlineError(
+        'MISMATCH',
+        `Evaluation ${e.requestId} is asked at weights version ${e.weightsVersion}, but this worker's replica holds version ${version}. ` +
+          'Commit the pending step or push the replica state first.',
+      ),
+      BigInt(Math.max(0, version)),
+      false,
+    );
+    return;
+  }
   const started = performance.now();
   const state = await session.prepared.local.evaluate(
     { start: e.start, end: e.end },
-    session.weights,
+    ring ? ring.member.weights() : session.weights,
   );
   session.call.write({
     kind: {
@@ -560,6 +1008,7 @@ async function evaluateAssignedSlice(session: Session, e: Evaluate): Promise<voi
         requestId: e.requestId,
         counts: countsOf(state),
         computeSeconds: (performance.now() - started) / 1000,
+        weightsChecksum: ring ? ring.member.replica.checksum() : '',
       },
     },
   } satisfies TrainRequest);

@@ -93,6 +93,19 @@ const SAMPLES: Record<string, Array<{ text: string; json: unknown; shown: string
     shown: JSON.stringify([v]),
   })),
   '--connect-timeout': [1.5, 2, 3].map((v) => ({ text: String(v), json: v, shown: String(v) })),
+  '--peer-listen': ['0.0.0.0:7071', '10.0.0.17:0', 'off'].map((v) => ({
+    text: v,
+    json: v,
+    shown: v,
+  })),
+  '--peer-advertise': ['203.0.113.7:7071', 'worker-1.example:7071', '[2001:db8::7]:7071'].map(
+    (v) => ({ text: v, json: v, shown: v }),
+  ),
+  '--no-peer': [
+    { text: '', json: true, shown: 'true' },
+    { text: 'false', json: true, shown: 'false' },
+    { text: '', json: true, shown: 'true' },
+  ],
   '--log-format': ['json', 'text', 'json'].map((v) => ({ text: v, json: v, shown: v })),
   '--log-level': ['debug', 'warn', 'error'].map((v) => ({ text: v, json: v, shown: v })),
   '--token': TOKENS.map((v) => ({ text: v, json: v, shown: '<redacted>' })),
@@ -260,6 +273,17 @@ describe('environment values', () => {
     );
     const address = await run([], { SHARDLINE_COORDINATOR: 'no-port' });
     expect(address.stderr).toMatch(/SHARDLINE_COORDINATOR is invalid: expected host:port/);
+  });
+
+  it('refuses a peer address that is neither auto, off nor host:port, and an advertised port 0', async () => {
+    const listen = await run(['--print-config'], { SHARDLINE_PEER_LISTEN: 'everywhere' });
+    expect(listen.code).toBe(1);
+    expect(listen.stderr).toMatch(
+      /SHARDLINE_PEER_LISTEN is invalid: expected auto, off, or host:port to listen on.*found "everywhere"/,
+    );
+    const advertise = await run(['--print-config', '--peer-advertise', '10.0.0.1:0']);
+    expect(advertise.code).toBe(1);
+    expect(advertise.stderr).toMatch(/--peer-advertise.*Expected a port from 1 to 65535/);
   });
 });
 
