@@ -4,11 +4,12 @@
 // exchange-bound regime: compute made negligible (an MLP sized to the seed CNN's gradient, two
 // images per worker per step), so each step's time is the exchange.
 //
-// Star mode, today's only exchange: every step the coordinator receives N gradients and sends N
-// weight copies, so its link carries 2 x N x gradient bytes per step and its steps/s can reach at
-// most rate / (2 N G). A bandwidth-optimal ring all-reduce moves 2 (N-1)/N x G over each link
-// per step, whatever N: at most rate / (2 (N-1)/N x G) steps/s. Both bounds are printed next to
-// the measurement; ring mode's own rows come when the coordinator gains --exchange ring.
+// Star mode: every step the coordinator receives N gradients and sends N weight copies, so its
+// link carries 2 x N x gradient bytes per step and its steps/s can reach at most
+// rate / (2 N G). Ring mode (--exchange ring): the workers all-reduce among themselves, each
+// link carrying 2 (N-1)/N x G per step whatever N, so at most rate / (2 (N-1)/N x G) steps/s,
+// and the coordinator's link carries only the control messages. Each row is compared with its
+// mode's bound.
 //
 // Each case trains one epoch of --steps steps and reports it. One epoch, not the second of two
 // as scaling.bench.mjs does: a worker is sent the weights only when its copy is stale, so an
@@ -21,7 +22,7 @@
 // (headers, gRPC framing, joining and the evaluation's one weight copy per worker included,
 // spread over the steps).
 //
-// Flags: --workers 2,3,4, --rate 100mbit (tc syntax: 1gbit, 500mbit), --steps 8,
+// Flags: --modes star,ring, --workers 2,3,4, --rate 100mbit (tc syntax: 1gbit, 500mbit), --steps 8,
 //        --params 1.4m (gradient size: 1.4m is the seed CNN's 5.6 MB; 25m a ResNet-50's 100 MB),
 //        --images 2 (per worker per step), --json <file>.
 // Needs root and iproute2 (ip netns, tc); skips with a message where it cannot run.
@@ -37,6 +38,13 @@ const flag = (name, fallback) => {
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : fallback;
 };
 const workerCounts = flag('workers', '2,3,4').split(',').map(Number);
+const modes = flag('modes', 'star,ring').split(',');
+for (const mode of modes) {
+  if (mode !== 'star' && mode !== 'ring') {
+    console.error(`--modes "${modes.join(',')}": expected star, ring or both (star,ring).`);
+    process.exit(1);
+  }
+}
 const rate = flag('rate', '100mbit');
 const steps = Number(flag('steps', '8'));
 const imagesPerWorker = Number(flag('images', '2'));
@@ -108,7 +116,7 @@ function finished(child, ms, what) {
   });
 }
 
-async function runCase(n) {
+async function runCase(mode, n) {
   const lan = createShapedLan(n + 1, rate);
   live.lans.add(lan);
   const dir = await mkdtemp('/tmp/xch-run-');
@@ -128,6 +136,8 @@ async function runCase(n) {
       listen,
       // A private emulated LAN: neither a token nor TLS, so the bytes are the tensors' own.
       '--insecure',
+      '--exchange',
+      mode,
       '--model',
       'mlp',
       '--hp',
@@ -220,11 +230,13 @@ async function runCase(n) {
         ? (after[i].sent - before[i].sent + after[i].received - before[i].received) / stepsPerEpoch
         : Number.NaN;
     const workerWire = workerHosts.map((_, i) => wire(i + 1));
-    const tensorBytes = (last.bytes_sent + last.bytes_received) / stepsPerEpoch;
+    const tensorBytes = ((last.bytes_sent ?? 0) + (last.bytes_received ?? 0)) / stepsPerEpoch;
     const starBound = rateBytes / (2 * n * gradientBytes);
     const ringBound = rateBytes / (((2 * (n - 1)) / n) * gradientBytes);
+    const bound = mode === 'star' ? starBound : ringBound;
+    const workerWireMean = workerWire.reduce((a, b) => a + b, 0) / n;
     return {
-      mode: 'star',
+      mode,
       workers: n,
       rate,
       parameters: started.parameters,
@@ -237,12 +249,14 @@ async function runCase(n) {
       optimizer_seconds: last.optimizer_seconds,
       steps_per_second: 1 / last.step_seconds,
       coordinator_tensor_bytes_per_step: tensorBytes,
-      worker_tensor_bytes_per_step: tensorBytes / n,
+      // Star: the coordinator's tensors spread over the workers. Ring: what each worker's link
+      // carried, both directions (the ring's tensor bytes are most of it).
+      worker_tensor_bytes_per_step: mode === 'star' ? tensorBytes / n : workerWireMean,
       coordinator_wire_bytes_per_step: wire(0),
-      worker_wire_bytes_per_step: workerWire.reduce((a, b) => a + b, 0) / n,
+      worker_wire_bytes_per_step: workerWireMean,
       star_bound_steps_per_second: starBound,
       ring_bound_steps_per_second: ringBound,
-      share_of_star_bound: 1 / last.step_seconds / starBound,
+      share_of_bound: 1 / last.step_seconds / bound,
     };
   } finally {
     for (const child of live.children) if (child.exitCode === null) child.kill('SIGKILL');
@@ -262,14 +276,14 @@ console.log(
 );
 const rows = [];
 try {
-  for (const n of workerCounts) rows.push(await runCase(n));
+  for (const mode of modes) for (const n of workerCounts) rows.push(await runCase(mode, n));
 } finally {
   await cleanUp();
 }
 
 const mb = (bytes) => (bytes / 1e6).toFixed(1);
 console.log(
-  'mode  workers  steps/s  step s  exchange s  coord MB/step (tensor, wire)  worker MB/step (tensor, wire)  star bound  % of it  ring bound',
+  'mode  workers  steps/s  step s  exchange s  coord MB/step (tensor, wire)  worker MB/step (tensor, wire)  star bound  ring bound  % of own bound',
 );
 for (const r of rows) {
   console.log(
@@ -277,8 +291,8 @@ for (const r of rows) {
       `${r.step_seconds.toFixed(2).padStart(8)}${r.exchange_seconds.toFixed(2).padStart(12)}` +
       `${`${mb(r.coordinator_tensor_bytes_per_step)}, ${mb(r.coordinator_wire_bytes_per_step)}`.padStart(30)}` +
       `${`${mb(r.worker_tensor_bytes_per_step)}, ${mb(r.worker_wire_bytes_per_step)}`.padStart(31)}` +
-      `${r.star_bound_steps_per_second.toFixed(3).padStart(12)}${`${(r.share_of_star_bound * 100).toFixed(0)}%`.padStart(9)}` +
-      `${r.ring_bound_steps_per_second.toFixed(3).padStart(12)}`,
+      `${r.star_bound_steps_per_second.toFixed(3).padStart(12)}${r.ring_bound_steps_per_second.toFixed(3).padStart(12)}` +
+      `${`${(r.share_of_bound * 100).toFixed(0)}%`.padStart(16)}`,
   );
 }
 console.log(

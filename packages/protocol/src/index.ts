@@ -65,11 +65,11 @@ export {
   dataTypeFromJSON,
   dataTypeToJSON,
   EpochMetrics,
+  Evaluate,
+  EvaluationResult,
   Exchange,
   exchangeFromJSON,
   exchangeToJSON,
-  Evaluate,
-  EvaluationResult,
   FetchDatasetRequest,
   FetchDatasetResponse,
   GetStatusRequest,
@@ -88,11 +88,11 @@ export {
   LeaveResponse,
   ModelArtifacts,
   NumberList,
+  OptimizerSpec,
+  OptimizerStateHeader,
   PeerServiceClient,
   type PeerServiceServer,
   PeerServiceService,
-  OptimizerSpec,
-  OptimizerStateHeader,
   PluginRequirement,
   PullState,
   ReplicaStateChunk,
@@ -135,6 +135,13 @@ export {
   SERVER_OPTIONS,
 } from './options.js';
 export {
+  MAX_OPTIMIZER_SLOTS,
+  optimizerStateHeader,
+  type ReplicaStateValues,
+  replicaStateChunks,
+  replicaStateFromTensor,
+} from './replicaState.js';
+export {
   AUTHORIZATION_METADATA_KEY,
   acceptToken,
   checkToken,
@@ -150,13 +157,6 @@ export {
   TOKEN_METADATA_KEY,
   tokenFromMetadata,
 } from './security.js';
-export {
-  MAX_OPTIMIZER_SLOTS,
-  optimizerStateHeader,
-  type ReplicaStateValues,
-  replicaStateChunks,
-  replicaStateFromTensor,
-} from './replicaState.js';
 export {
   CoordinatorClient,
   CoordinatorServiceDefinition,

@@ -8,10 +8,7 @@
  */
 import { formatCount, type OptimizerState, ShardlineError } from '@shardline/core';
 import { chunkTensor, DEFAULT_CHUNK_BYTES } from './chunking.js';
-import type {
-  OptimizerStateHeader,
-  ReplicaStateChunk,
-} from './gen/shardline/v1/coordinator.js';
+import type { OptimizerStateHeader, ReplicaStateChunk } from './gen/shardline/v1/coordinator.js';
 import { DataType } from './gen/shardline/v1/tensor.js';
 
 /** The most optimizer slots a state may carry (adam has two). */

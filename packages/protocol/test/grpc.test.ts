@@ -342,6 +342,7 @@ describe('CoordinatorService over a real grpc-js server on loopback', { timeout:
             maxReceiveMessageBytes: 0,
             softwareVersion: '0.1.0',
             pluginSha256: [],
+            peerAddress: '',
           },
           (error, response) => (error ? reject(error) : resolve(response)),
         ),

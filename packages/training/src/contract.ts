@@ -176,6 +176,12 @@ export interface RingTrainingWorker extends TrainingWorker {
   readonly peerAddress: string;
   /** The weights version its replica holds (-1: none yet). */
   readonly replicaVersion: number;
+  /**
+   * When it last sent anything (`Date.now()`); absent in-process. A member waiting on its ring
+   * keeps sending heartbeats, so at a step's deadline the trainer blames only the members that
+   * went quiet (frozen, or not playing their part), not the ones that waited on them.
+   */
+  readonly lastSeenMs?: number;
   /** Replaces its replica with `state` (a joiner, or a member that fell behind). */
   pushState(state: ReplicaState, signal?: AbortSignal): Promise<void>;
   /**

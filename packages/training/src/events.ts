@@ -19,12 +19,17 @@ export interface EpochMetrics {
   exchange_seconds?: number;
   optimizer_seconds?: number;
   /**
-   * Tensor bytes sent to / received from workers during the epoch (distributed mode). In ring
-   * mode they also count the payload bytes the members sent each other in their all-reduces, as
-   * the members reported them (each such byte is sent by one member and received by another).
+   * Tensor bytes this process sent to / received from workers during the epoch (distributed
+   * mode): in star mode the gradients and weights of every step, in ring mode only the replica
+   * states it pushed and pulled.
    */
   bytes_sent?: number;
   bytes_received?: number;
+  /**
+   * Ring mode only: payload bytes the members sent each other in their all-reduces during the
+   * epoch, as they reported them (2 (N - 1) / N x the gradient per member per step).
+   */
+  ring_bytes?: number;
   /**
    * Ring mode only: the CRC-32 (8 hex digits) of the weights that every replica held at this
    * epoch's evaluation; they all agreed on it, or the evaluation would not have been reported.

@@ -76,6 +76,12 @@ export interface RingRunState {
   last: readonly RingTrainingWorker[];
   /** Payload bytes members reported sending in their all-reduces, over the run. */
   ringBytes: number;
+  /**
+   * Random per run, so that formation ids never repeat across runs either: a worker that
+   * outlives its coordinator and rejoins the resumed run still remembers the old run's ring
+   * ids, and its peer endpoint refuses a ring id it has seen.
+   */
+  readonly tag: string;
 }
 
 /** The ring state of a run that starts (or resumes) at `step`, its copy valid at that step. */
@@ -88,6 +94,7 @@ export function createRingState(step: number): RingRunState {
     synced: new Set(),
     last: [],
     ringBytes: 0,
+    tag: globalThis.crypto.randomUUID().slice(0, 8),
   };
 }
 
@@ -365,15 +372,23 @@ function formationFor(ring: RingRunState, members: readonly RingTrainingWorker[]
     );
   if (same) return previous;
   ring.formations++;
-  ring.formation = { id: `ring-${ring.formations}`, members: peers };
+  ring.formation = { id: `ring-${ring.tag}-${ring.formations}`, members: peers };
   ring.formationFailed = false;
   return ring.formation;
 }
 
 /**
+ * How long after a member's failure the others still pending are told to abort the step: long
+ * enough for the failure's own reports to arrive from every member it reached (milliseconds on
+ * any network), short against a step's deadline.
+ */
+const RING_ABORT_GRACE_MS = 1_000;
+
+/**
  * Asks every member to reduce its share, all under one deadline (`--worker-timeout` after the
- * step began). As soon as one member fails the step cannot be committed, so the others are told
- * to abort at once rather than left waiting on a ring that will not complete.
+ * step began). Once one member fails the step cannot be committed, so the others still pending
+ * are told to abort (after a short grace) rather than left waiting on a ring that will not
+ * complete.
  */
 async function reduceShares(
   run: Run,
@@ -392,6 +407,7 @@ async function reduceShares(
   }));
   const pending = new Set(members);
   let stopping = false;
+  let graceTimer: ReturnType<typeof setTimeout> | undefined;
   const settled = await Promise.allSettled(
     members.map(async (worker, rank) => {
       try {
@@ -405,7 +421,13 @@ async function reduceShares(
         if (!stopping) {
           stopping = true;
           const reason = `worker ${worker.name} failed: ${toShardlineError(error).message}`;
-          for (const other of pending) abortQuietly(run, other, assignment.step, reason);
+          // Not at once: the failure is travelling round the ring, and the member where it
+          // began (the one that refused a rogue neighbour's chunk, naming it) may report a
+          // moment after the first one it reached. Those reports settle within milliseconds;
+          // only members stuck waiting on a silent neighbour need the abort.
+          graceTimer = setTimeout(() => {
+            for (const other of pending) abortQuietly(run, other, assignment.step, reason);
+          }, RING_ABORT_GRACE_MS);
         }
         throw error;
       } finally {
@@ -413,6 +435,7 @@ async function reduceShares(
       }
     }),
   );
+  clearTimeout(graceTimer);
   return { settled, shares };
 }
 
@@ -512,6 +535,7 @@ function judge(
       ),
     };
   }
+  excuseWaiters(run, blamed, aborts);
   if (blamed.length > 0) {
     return { kind: 'failed', reason: describeFailures(blamed), blamed };
   }
@@ -523,6 +547,37 @@ function judge(
     };
   }
   return agreement(run, members, reports, shares, stepLoss, correct);
+}
+
+/**
+ * At a deadline every member of a stalled ring times out: the one that stopped (frozen, or a
+ * rogue that sends nothing more) and all those waiting on it. Those waiting keep sending
+ * heartbeats, so a timed-out member heard from within the last half of the deadline is moved
+ * from `blamed` to `aborts` (retried, not dropped) as long as someone quiet remains to blame.
+ * When all of them were heard from, nobody is singled out: the step is retried, and a ring
+ * that keeps missing its deadline fails the job (ringKeepsFailing) rather than dropping
+ * every member.
+ */
+function excuseWaiters(run: Run, blamed: MemberFailure[], aborts: MemberFailure[]): void {
+  const timeoutMs = run.options.workerTimeoutMs ?? 0;
+  if (timeoutMs <= 0) return;
+  const now = Date.now();
+  const waited = (f: MemberFailure) =>
+    hasErrorCode(f.error, 'TIMEOUT') &&
+    (f.worker as RingTrainingWorker).lastSeenMs !== undefined &&
+    now - (f.worker as RingTrainingWorker).lastSeenMs! < timeoutMs / 2;
+  const excused = blamed.filter(waited);
+  if (excused.length === 0) return;
+  const quiet = blamed.filter((f) => !waited(f));
+  if (quiet.length === 0) {
+    // Everyone was alive and waiting: a ring too slow for the deadline, or a member that talks
+    // but does not pass data on. Retry without dropping anyone (bounded by ringKeepsFailing).
+    aborts.push(...excused);
+    blamed.length = 0;
+    return;
+  }
+  aborts.push(...excused);
+  blamed.splice(0, blamed.length, ...quiet);
 }
 
 /** Every member answered: commit when all agree, else name the minority or report a split. */
@@ -678,8 +733,8 @@ function ringKeepsFailing(run: Run, attempts: number, verdict: { reason: string 
     'CONNECTION_LOST',
     `Step ${run.step} failed ${attempts} times in a row in ring mode with no member to blame ` +
       `(last: ${verdict.reason}). The ring keeps breaking: check that the workers can reach each ` +
-      "other's peer addresses (--peer-advertise) and the network between them, or run with " +
-      '--exchange star.',
+      "other's peer addresses (--peer-advertise) and the network between them, raise " +
+      '--worker-timeout when whole steps take longer than it, or run with --exchange star.',
     { details: { step: run.step, attempts } },
   );
 }

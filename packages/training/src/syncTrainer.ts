@@ -360,23 +360,20 @@ async function runEpoch(
 }
 
 /**
- * The epoch's `bytes_sent` / `bytes_received`: the membership's traffic (tensors to and from
- * this process), plus in ring mode the payload bytes the members sent each other in their
- * all-reduces (each sent by one member and received by another, so it counts in both).
+ * The epoch's `bytes_sent` / `bytes_received` (the membership's traffic: tensors to and from
+ * this process) and, in ring mode, `ring_bytes` (what the members sent each other).
  */
 function epochTraffic(
   before: { sent: number; received: number } | undefined,
   after: { sent: number; received: number } | undefined,
   ringBytes: number | undefined,
-): Pick<EpochMetrics, 'bytes_sent' | 'bytes_received'> {
-  const sent = before && after ? after.sent - before.sent : undefined;
-  const received = before && after ? after.received - before.received : undefined;
-  if (ringBytes === undefined) {
-    return sent === undefined || received === undefined
-      ? {}
-      : { bytes_sent: sent, bytes_received: received };
-  }
-  return { bytes_sent: (sent ?? 0) + ringBytes, bytes_received: (received ?? 0) + ringBytes };
+): Pick<EpochMetrics, 'bytes_sent' | 'bytes_received' | 'ring_bytes'> {
+  return {
+    ...(before && after
+      ? { bytes_sent: after.sent - before.sent, bytes_received: after.received - before.received }
+      : {}),
+    ...(ringBytes === undefined ? {} : { ring_bytes: ringBytes }),
+  };
 }
 
 /** One star-mode step: gathers every member's share, averages them and applies the optimizer. */

@@ -78,6 +78,7 @@ function fakeRingWorker(
     label: id,
   });
   const attempts = new Map<number, number>();
+  let hung: (() => void) | undefined;
   const worker: FakeRingWorker = {
     id,
     name: id,
@@ -114,14 +115,17 @@ function fakeRingWorker(
     },
     async reduceShare(assignment: RingShareAssignment, signal?: AbortSignal) {
       const { step, rank, worldSize, ring } = assignment;
-      calls.push(`reduce ${step} ${ring.id}`);
+      // The run's random tag left out, so the calls read the same on every run.
+      calls.push(`reduce ${step} ${ring.id.replace(/^ring-[0-9a-f]{8}-/, 'ring-')}`);
       const attempt = attempts.get(step) ?? 0;
       attempts.set(step, attempt + 1);
       const mode = behaviour(step, attempt);
       if (mode === 'hang') {
-        return new Promise<RingShareReport>((_, reject) =>
-          signal?.addEventListener('abort', () => reject(signal.reason), { once: true }),
-        );
+        return new Promise<RingShareReport>((_, reject) => {
+          signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+          // As a remote member's proxy does: an AbortStep settles the wait it calls off.
+          hung = () => reject(ringAbortError(`${id}: step ${step} was aborted`));
+        });
       }
       const link = network.link(ring.id, rank, worldSize);
       if (mode === 'crash' || mode === 'abort' || (typeof mode === 'object' && 'suspect' in mode)) {
@@ -168,6 +172,8 @@ function fakeRingWorker(
     abortStep(step) {
       calls.push(`abort ${step}`);
       if (replica.staged?.step === step) replica.discard();
+      hung?.();
+      hung = undefined;
     },
   };
   return worker;
@@ -249,6 +255,12 @@ async function train(membership: Membership, over: Partial<SyncTrainingOptions> 
   return { result, warnings, epochs };
 }
 
+/** `worker` with a `lastSeenMs` (when it last sent anything), as a remote member has one. */
+function talking(worker: FakeRingWorker, lastSeenMs: () => number): FakeRingWorker {
+  Object.defineProperty(worker, 'lastSeenMs', { get: lastSeenMs });
+  return worker;
+}
+
 /** The calls of `worker` about step `step` (reduce, commit, abort), in order. */
 function stepCalls(worker: FakeRingWorker, step: number): string[] {
   return worker.calls.filter(
@@ -281,10 +293,7 @@ describe('runSynchronousTraining in ring mode, fault paths', { timeout: 10_000 }
       float32Checksum(Float32Array.from([-8, -8, -8])),
     ]);
     // Two members, 12 bytes: each sends 2 (N - 1) / N x 12 bytes per step; 2 steps an epoch.
-    expect(epochs.map((m) => [m.bytes_sent, m.bytes_received])).toEqual([
-      [48, 48],
-      [48, 48],
-    ]);
+    expect(epochs.map((m) => m.ring_bytes)).toEqual([48, 48]);
     expect(epochs[0]!.exchange_seconds).toBeCloseTo(0.002, 6);
     expect(epochs[0]!.compute_seconds).toBeCloseTo(0.001, 6);
     expect(result.optimizer.step).toBe(4);
@@ -300,12 +309,26 @@ describe('runSynchronousTraining in ring mode, fault paths', { timeout: 10_000 }
     expect(warnings).toContainEqual(
       expect.objectContaining({ msg: 'dropped a worker; retrying step 1 without it', worker: 'b' }),
     );
-    // a's all-reduce of the first attempt broke with b; it was not blamed, and step 1 ran again
-    // in a fresh ring, alone: nothing was committed before the retry.
-    expect(stepCalls(a, 1)).toEqual(['reduce 1 ring-1', 'abort 1', 'reduce 1 ring-2', 'commit 1']);
+    // a's all-reduce of the first attempt broke with b (so it needed no abort); it was not
+    // blamed, and step 1 ran again in a fresh ring, alone: nothing was committed before.
+    expect(stepCalls(a, 1)).toEqual(['reduce 1 ring-1', 'reduce 1 ring-2', 'commit 1']);
     expect(b.calls.filter((c) => c.startsWith('commit'))).toEqual(['commit 0']);
     // Step 0 averaged 1 and 3 (2); steps 1 to 3 had only a's gradient (1): -2 - 3 = -5, as star.
     expect(Array.from(result.weights.params)).toEqual([-5, -5, -5]);
+  });
+
+  it('tells a member stuck on a broken ring to abort, shortly after another failed, with no deadline set', async () => {
+    const network = createMemoryRingNetwork();
+    const a = fakeRingWorker('a', 1, network, (step) => (step === 1 ? 'crash' : 'ok'));
+    const b = fakeRingWorker('b', 3, network, (step, attempt) =>
+      step === 1 && attempt === 0 ? 'hang' : 'ok',
+    );
+    const membership = droppable([a, b]);
+    const { result } = await train(membership, { workerTimeoutMs: 0 });
+    expect(membership.dropped).toEqual(['a: a crashed']);
+    expect(stepCalls(b, 1)).toEqual(['reduce 1 ring-1', 'abort 1', 'reduce 1 ring-2', 'commit 1']);
+    // Step 0 averaged 1 and 3 (2); steps 1 to 3 had only b's gradient (3): -2 - 9 = -11.
+    expect(Array.from(result.weights.params)).toEqual([-11, -11, -11]);
   });
 
   it('does not drop members whose all-reduce was aborted through no fault of their own', async () => {
@@ -317,7 +340,7 @@ describe('runSynchronousTraining in ring mode, fault paths', { timeout: 10_000 }
     const membership = droppable([a, b]);
     const { result, warnings } = await train(membership);
     expect(membership.dropped).toEqual([]);
-    expect(stepCalls(a, 2)).toEqual(['reduce 2 ring-1', 'abort 2', 'reduce 2 ring-2', 'commit 2']);
+    expect(stepCalls(a, 2)).toEqual(['reduce 2 ring-1', 'reduce 2 ring-2', 'commit 2']);
     expect(stepCalls(b, 2)).toEqual(['reduce 2 ring-1', 'reduce 2 ring-2', 'commit 2']);
     expect(warnings).toContainEqual(
       expect.objectContaining({ msg: 'ring step failed without a member to blame; retrying it' }),
@@ -473,6 +496,43 @@ describe('runSynchronousTraining in ring mode, fault paths', { timeout: 10_000 }
     expect(a.calls.filter((c) => c.startsWith('pull'))).toEqual(['pull 2']);
     expect(joiner.calls[0]).toBe('push 2');
     // Steps 0, 1 averaged 2; steps 2, 3 had the joiner alone (2): -8.
+    expect(Array.from(result.weights.params)).toEqual([-8, -8, -8]);
+  });
+
+  it('at a deadline drops only the member that went quiet, not those that waited on it and kept talking', async () => {
+    const network = createMemoryRingNetwork();
+    // a and c wait on b at step 2's first attempt and keep sending heartbeats; b is frozen.
+    const waits = (step: number, attempt: number): Behaviour =>
+      step === 2 && attempt === 0 ? 'hang' : 'ok';
+    const a = talking(fakeRingWorker('a', 1, network, waits), () => Date.now());
+    const b = talking(
+      fakeRingWorker('b', 3, network, (step) => (step === 2 ? 'hang' : 'ok')),
+      () => Date.now() - 60_000,
+    );
+    const c = talking(fakeRingWorker('c', 5, network, waits), () => Date.now());
+    const membership = droppable([a, b, c]);
+    const { result } = await train(membership, { workerTimeoutMs: 50 });
+    expect(membership.dropped).toEqual([
+      'b: Worker b did not finish its share and all-reduce of step 2 within 0.05 s (--worker-timeout).',
+    ]);
+    // Steps 0, 1 averaged 1, 3, 5 over shares of 3, 3, 2 images (2.75 each); steps 2, 3
+    // averaged a and c over 4 and 4 (3 each): -11.5.
+    expect(Array.from(result.weights.params)).toEqual([-11.5, -11.5, -11.5]);
+    expect(stepCalls(a, 2).filter((x) => x.startsWith('commit'))).toEqual(['commit 2']);
+  });
+
+  it('at a deadline where every member kept talking, retries without dropping anyone', async () => {
+    const network = createMemoryRingNetwork();
+    const slowOnce = (step: number, attempt: number): Behaviour =>
+      step === 1 && attempt === 0 ? 'hang' : 'ok';
+    const a = talking(fakeRingWorker('a', 1, network, slowOnce), () => Date.now());
+    const b = talking(fakeRingWorker('b', 3, network, slowOnce), () => Date.now());
+    const membership = droppable([a, b]);
+    const { result, warnings } = await train(membership, { workerTimeoutMs: 50 });
+    expect(membership.dropped).toEqual([]);
+    expect(warnings.map((w) => w.msg)).toContain(
+      'ring step failed without a member to blame; retrying it',
+    );
     expect(Array.from(result.weights.params)).toEqual([-8, -8, -8]);
   });
 

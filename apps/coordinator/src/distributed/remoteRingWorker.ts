@@ -67,6 +67,8 @@ import {
 /** A RingTrainingWorker bound to one open Train stream, with the cluster's view of it. */
 export interface RemoteRingWorker extends RemoteWorker, RingTrainingWorker {
   readonly peerAddress: string;
+  /** Always known for a remote member: its heartbeats tell the trainer who went quiet. */
+  readonly lastSeenMs: number;
 }
 
 /** The longest worker id a RingReport may name as the suspect (worker ids are UUIDs). */
