@@ -11,12 +11,15 @@
 // and the coordinator's link carries only the control messages. Each row is compared with its
 // mode's bound.
 //
-// Each case trains one epoch of --steps steps and reports it. One epoch, not the second of two
-// as scaling.bench.mjs does: a worker is sent the weights only when its copy is stale, so an
+// Each case reports one epoch of --steps steps in its steady state. Star: the first epoch, as
+// scaling.bench.mjs does not: a worker is sent the weights only when its copy is stale, so an
 // epoch's evaluation hands the workers the weights its first step then does not send, and a
 // later epoch's steps look cheaper than steady state. In the first epoch every step moves its
 // full 2 x N x G; the first step's set-up (XNNPACK, TCP slow start) adds well under 0.1 s to
-// steps that take seconds.
+// steps that take seconds. Ring: the second of two epochs, because the first begins with the
+// coordinator pushing every worker its replica (N x G over the coordinator's link, once per
+// run, like joining); from then on no weights cross the coordinator's link, and the epoch's
+// evaluation moves none either (the replicas evaluate their own weights).
 // Bytes per step come twice: tensor bytes from the coordinator's epoch_end event (payload only),
 // and wire bytes from the namespaces' eth0 counters from the coordinator's start to epoch_end
 // (headers, gRPC framing, joining and the evaluation's one weight copy per worker included,
@@ -24,7 +27,9 @@
 //
 // Flags: --modes star,ring, --workers 2,3,4, --rate 100mbit (tc syntax: 1gbit, 500mbit), --steps 8,
 //        --params 1.4m (gradient size: 1.4m is the seed CNN's 5.6 MB; 25m a ResNet-50's 100 MB),
-//        --images 2 (per worker per step), --json <file>.
+//        --images 2 (per worker per step), --json <file>,
+//        --model fast-cnn (a whole-training row: that built-in model at its real compute, with
+//        --images 32 or so; --params is then ignored and the row's images/s is the number).
 // Needs root and iproute2 (ip netns, tc); skips with a message where it cannot run.
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -50,6 +55,7 @@ const steps = Number(flag('steps', '8'));
 const imagesPerWorker = Number(flag('images', '2'));
 const paramsFlag = flag('params', '1.4m');
 const jsonPath = flag('json', undefined);
+const model = flag('model', 'mlp');
 
 const coordinatorCli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const workerCli = fileURLToPath(new URL('../../worker/dist/cli.js', import.meta.url));
@@ -139,11 +145,10 @@ async function runCase(mode, n) {
       '--exchange',
       mode,
       '--model',
-      'mlp',
-      '--hp',
-      `hiddenUnits=${hiddenUnits}`,
+      model,
+      ...(model === 'mlp' ? ['--hp', `hiddenUnits=${hiddenUnits}`] : []),
       '--epochs',
-      '1',
+      mode === 'ring' ? '2' : '1',
       '--batch-size',
       String(batch),
       '--limit-train',
@@ -184,6 +189,8 @@ async function runCase(mode, n) {
         for (const line of lines.filter((l) => l.trim())) {
           const event = JSON.parse(line);
           events.push(event);
+          // Link counters at the measured epoch's start and end (ring: the second epoch's
+          // start is the first one's epoch_end).
           if (event.event === 'started' || event.event === 'epoch_end') {
             counters.push(lan.hosts.map(linkBytes));
           }
@@ -221,10 +228,12 @@ async function runCase(mode, n) {
     }
     const epochEnds = events.filter((e) => e.event === 'epoch_end');
     const last = epochEnds.at(-1);
+    const measured = epochEnds.length - 1;
     const stepsPerEpoch = started.steps_per_epoch;
     const gradientBytes = started.parameters * 4;
     const rateBytes = bitsPerSecond / 8;
-    const [before, after] = counters;
+    const before = counters[measured];
+    const after = counters[measured + 1];
     const wire = (i) =>
       before && after
         ? (after[i].sent - before[i].sent + after[i].received - before[i].received) / stepsPerEpoch
@@ -248,6 +257,8 @@ async function runCase(mode, n) {
       exchange_seconds: last.exchange_seconds,
       optimizer_seconds: last.optimizer_seconds,
       steps_per_second: 1 / last.step_seconds,
+      model,
+      images_per_second: last.images_per_second,
       coordinator_tensor_bytes_per_step: tensorBytes,
       // Star: the coordinator's tensors spread over the workers. Ring: what each worker's link
       // carried, both directions (the ring's tensor bytes are most of it).
@@ -269,8 +280,8 @@ async function runCase(mode, n) {
 
 console.log(
   `gradient exchange on an emulated LAN: every host's link ${rate} each way (tbf), one namespace ` +
-    `per process; mlp hiddenUnits=${hiddenUnits} (${(795 * hiddenUnits + 10).toLocaleString('en-US')} ` +
-    `parameters, float32 gradients), ${imagesPerWorker} images per worker per step, ${steps} steps ` +
+    `per process; ${model === 'mlp' ? `mlp hiddenUnits=${hiddenUnits} (${(795 * hiddenUnits + 10).toLocaleString('en-US')} parameters` : `${model} (its real compute`}` +
+    `, float32 gradients), ${imagesPerWorker} images per worker per step, ${steps} steps ` +
     `(one epoch); wasm; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}); ` +
     new Date().toISOString(),
 );
@@ -283,11 +294,11 @@ try {
 
 const mb = (bytes) => (bytes / 1e6).toFixed(1);
 console.log(
-  'mode  workers  steps/s  step s  exchange s  coord MB/step (tensor, wire)  worker MB/step (tensor, wire)  star bound  ring bound  % of own bound',
+  'mode  workers  steps/s  images/s  step s  exchange s  coord MB/step (tensor, wire)  worker MB/step (tensor, wire)  star bound  ring bound  % of own bound',
 );
 for (const r of rows) {
   console.log(
-    `${r.mode.padEnd(6)}${String(r.workers).padStart(7)}${r.steps_per_second.toFixed(3).padStart(9)}` +
+    `${r.mode.padEnd(6)}${String(r.workers).padStart(7)}${r.steps_per_second.toFixed(3).padStart(9)}${r.images_per_second.toFixed(1).padStart(10)}` +
       `${r.step_seconds.toFixed(2).padStart(8)}${r.exchange_seconds.toFixed(2).padStart(12)}` +
       `${`${mb(r.coordinator_tensor_bytes_per_step)}, ${mb(r.coordinator_wire_bytes_per_step)}`.padStart(30)}` +
       `${`${mb(r.worker_tensor_bytes_per_step)}, ${mb(r.worker_wire_bytes_per_step)}`.padStart(31)}` +

@@ -99,24 +99,27 @@ export type ExchangeSetting = (typeof EXCHANGE_SETTINGS)[number];
 /** An exchange mode as a job runs it, `auto` resolved. */
 export type ExchangeMode = Exclude<ExchangeSetting, 'auto'>;
 
-/** `--exchange auto` picks ring from this many workers (--min-workers, or --local-workers if more)... */
-export const AUTO_RING_MIN_WORKERS = 3;
+/** `--exchange auto` picks ring from this many workers, when some of them are remote... */
+export const AUTO_RING_MIN_WORKERS = 2;
 
 /** ...and a float32 gradient of at least this many bytes (1 MiB, 262,144 parameters). */
 export const AUTO_RING_MIN_GRADIENT_BYTES = 1024 * 1024;
 
 /**
  * Resolves `--exchange auto` for a job of `parameterCount` parameters on `workers` workers (the
- * larger of --min-workers and --local-workers): ring from {@link AUTO_RING_MIN_WORKERS} workers
- * and a float32 gradient of {@link AUTO_RING_MIN_GRADIENT_BYTES}, star below either. In star
- * mode the coordinator's link carries 2 x N gradients per step, in ring mode every link carries
- * about 2 x (N - 1) / N of one, so ring wins from N = 3 once the gradient is big enough that
- * bandwidth, not the ring's 2 x (N - 1) latency-bound hops, sets the pace. `star` and `ring`
- * resolve to themselves. Returns the mode and why, for the log.
+ * larger of --min-workers and --local-workers), `remote` of which are expected to join from
+ * elsewhere (--min-workers beyond --local-workers): ring from {@link AUTO_RING_MIN_WORKERS}
+ * workers with at least one remote and a float32 gradient of {@link AUTO_RING_MIN_GRADIENT_BYTES},
+ * star otherwise. The rule follows `pnpm bench:exchange`: wherever the network sets the pace,
+ * ring ran 3.3 times star's steps/s at 2 workers and 4.4 times at 4 (the coordinator's link
+ * carries 2 x N gradients per step in star mode, every link about 2 x (N - 1) / N of one in
+ * ring mode); with only local workers (loopback, no bandwidth limit) the two are within 5% and
+ * star, with one replica fewer per process, stays; below 1 MiB a step's exchange is too short
+ * for bandwidth to matter. `star` and `ring` resolve to themselves. Returns the mode and why.
  */
 export function resolveExchange(
   setting: ExchangeSetting,
-  job: { workers: number; parameterCount: number },
+  job: { workers: number; remote: number; parameterCount: number },
 ): { exchange: ExchangeMode; reason: string } {
   if (setting !== 'auto') return { exchange: setting, reason: `--exchange ${setting}` };
   const bytes = job.parameterCount * 4;
@@ -127,6 +130,12 @@ export function resolveExchange(
       reason: `--exchange auto: ${job.workers} worker(s), fewer than ${AUTO_RING_MIN_WORKERS}`,
     };
   }
+  if (job.remote < 1) {
+    return {
+      exchange: 'star',
+      reason: `--exchange auto: only local workers (no network between them to save)`,
+    };
+  }
   if (bytes < AUTO_RING_MIN_GRADIENT_BYTES) {
     return {
       exchange: 'star',
@@ -135,7 +144,7 @@ export function resolveExchange(
   }
   return {
     exchange: 'ring',
-    reason: `--exchange auto: ${job.workers} workers and a ${mib} MiB gradient`,
+    reason: `--exchange auto: ${job.workers} workers (${job.remote} remote) and a ${mib} MiB gradient`,
   };
 }
 

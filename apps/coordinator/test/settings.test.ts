@@ -394,27 +394,42 @@ describe('the job the settings turn into', () => {
 
 describe('--exchange auto', () => {
   const MiB = 1024 * 1024;
-  it('picks ring from 3 workers and a 1 MiB float32 gradient, star below either', () => {
-    expect(resolveExchange('auto', { workers: 3, parameterCount: MiB / 4 })).toEqual({
+  it('picks ring from 2 workers with a remote one and a 1 MiB float32 gradient, star otherwise', () => {
+    expect(resolveExchange('auto', { workers: 3, remote: 3, parameterCount: MiB / 4 })).toEqual({
       exchange: 'ring',
-      reason: '--exchange auto: 3 workers and a 1.00 MiB gradient',
+      reason: '--exchange auto: 3 workers (3 remote) and a 1.00 MiB gradient',
     });
-    // The seed CNN (1,413,834 parameters, 5.39 MiB) on the default two local workers: star.
-    expect(resolveExchange('auto', { workers: 2, parameterCount: 1_413_834 })).toEqual({
+    // The seed CNN (1,413,834 parameters, 5.39 MiB) on two remote workers: ring.
+    expect(resolveExchange('auto', { workers: 2, remote: 2, parameterCount: 1_413_834 })).toEqual({
+      exchange: 'ring',
+      reason: '--exchange auto: 2 workers (2 remote) and a 5.39 MiB gradient',
+    });
+    // ... and on the default two local workers: star.
+    expect(resolveExchange('auto', { workers: 2, remote: 0, parameterCount: 1_413_834 })).toEqual({
       exchange: 'star',
-      reason: '--exchange auto: 2 worker(s), fewer than 3',
+      reason: '--exchange auto: only local workers (no network between them to save)',
     });
-    expect(resolveExchange('auto', { workers: 8, parameterCount: MiB / 4 - 1 })).toMatchObject({
+    expect(resolveExchange('auto', { workers: 1, remote: 1, parameterCount: 25e6 })).toEqual({
+      exchange: 'star',
+      reason: '--exchange auto: 1 worker(s), fewer than 2',
+    });
+    expect(
+      resolveExchange('auto', { workers: 8, remote: 8, parameterCount: MiB / 4 - 1 }),
+    ).toMatchObject({
       exchange: 'star',
       reason: expect.stringMatching(/under 1 MiB$/),
     });
-    expect(AUTO_RING_MIN_WORKERS).toBe(3);
+    expect(AUTO_RING_MIN_WORKERS).toBe(2);
     expect(AUTO_RING_MIN_GRADIENT_BYTES).toBe(MiB);
   });
 
   it('leaves star and ring as they are, whatever the job', () => {
-    expect(resolveExchange('ring', { workers: 1, parameterCount: 10 }).exchange).toBe('ring');
-    expect(resolveExchange('star', { workers: 64, parameterCount: 25e6 }).exchange).toBe('star');
+    expect(resolveExchange('ring', { workers: 1, remote: 0, parameterCount: 10 }).exchange).toBe(
+      'ring',
+    );
+    expect(
+      resolveExchange('star', { workers: 64, remote: 64, parameterCount: 25e6 }).exchange,
+    ).toBe('star');
   });
 });
 

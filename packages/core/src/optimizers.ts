@@ -116,45 +116,49 @@ export function createOptimizer(options: OptimizerOptions): Optimizer {
   }
   let step = 0;
 
+  // The loops live in module-level kernels that take every array and number as an argument.
+  // Written inline in these closures they read the optimizer's state through the closure's
+  // context, and V8's optimized code for them ran at 10 ms for 1.4M parameters in one process
+  // and at 150 to 250 ms (the same data, no denormals, no deopt logged) in a ring worker whose
+  // state had been restored with setState; as plain functions of their arguments they run at
+  // the same speed everywhere.
   const update: Record<OptimizerKind, (p: Float32Array, g: Float32Array, lr: number) => void> = {
     sgd(p, g, lr) {
-      const wd = config.weightDecay as number;
-      for (let i = 0; i < size; i++) p[i]! -= lr * (g[i]! + wd * p[i]!);
+      sgdKernel(p, g, size, lr, Number(config.weightDecay));
     },
     momentum(p, g, lr) {
-      const wd = config.weightDecay as number;
-      const mu = config.momentum as number;
-      const nesterov = config.nesterov as boolean;
-      const v = slots.velocity!;
-      // PyTorch's form: v = mu * v + g; p -= lr * (nesterov ? g + mu * v : v).
-      for (let i = 0; i < size; i++) {
-        const gi = g[i]! + wd * p[i]!;
-        const vi = mu * v[i]! + gi;
-        v[i] = vi;
-        p[i]! -= lr * (nesterov ? gi + mu * vi : vi);
-      }
+      momentumKernel(
+        p,
+        g,
+        slots.velocity!,
+        size,
+        lr,
+        Number(config.weightDecay),
+        Number(config.momentum),
+        config.nesterov === true,
+      );
     },
     adam(p, g, lr) {
-      const wd = config.weightDecay as number;
-      const b1 = config.beta1 as number;
-      const b2 = config.beta2 as number;
-      const eps = config.epsilon as number;
-      const decoupled = config.decoupled as boolean;
-      const m = slots.m!;
-      const v = slots.v!;
+      const b1 = Number(config.beta1);
+      const b2 = Number(config.beta2);
       const t = step + 1;
       // Bias correction folded into the step size, as Keras and the Adam paper (sec. 2) do.
       const alpha = (lr * Math.sqrt(1 - b2 ** t)) / (1 - b1 ** t);
-      const epsHat = eps * Math.sqrt(1 - b2 ** t);
-      for (let i = 0; i < size; i++) {
-        const gi = decoupled ? g[i]! : g[i]! + wd * p[i]!;
-        const mi = b1 * m[i]! + (1 - b1) * gi;
-        const vi = b2 * v[i]! + (1 - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        if (decoupled && wd !== 0) p[i]! -= lr * wd * p[i]!;
-        p[i]! -= (alpha * mi) / (Math.sqrt(vi) + epsHat);
-      }
+      const epsHat = Number(config.epsilon) * Math.sqrt(1 - b2 ** t);
+      adamKernel(
+        p,
+        g,
+        slots.m!,
+        slots.v!,
+        size,
+        lr,
+        Number(config.weightDecay),
+        b1,
+        b2,
+        alpha,
+        epsHat,
+        config.decoupled === true,
+      );
     },
   };
 
@@ -198,4 +202,54 @@ export function createOptimizer(options: OptimizerOptions): Optimizer {
       step = state.step;
     },
   };
+}
+
+/** Plain SGD with an L2 penalty: p -= lr * (g + wd * p). */
+function sgdKernel(p: Float32Array, g: Float32Array, size: number, lr: number, wd: number): void {
+  for (let i = 0; i < size; i++) p[i]! -= lr * (g[i]! + wd * p[i]!);
+}
+
+/** PyTorch's momentum: v = mu * v + g; p -= lr * (nesterov ? g + mu * v : v). */
+function momentumKernel(
+  p: Float32Array,
+  g: Float32Array,
+  v: Float32Array,
+  size: number,
+  lr: number,
+  wd: number,
+  mu: number,
+  nesterov: boolean,
+): void {
+  for (let i = 0; i < size; i++) {
+    const gi = g[i]! + wd * p[i]!;
+    const vi = mu * v[i]! + gi;
+    v[i] = vi;
+    p[i]! -= lr * (nesterov ? gi + mu * vi : vi);
+  }
+}
+
+/** One Adam update with the bias correction folded into `alpha` and `epsHat`. */
+function adamKernel(
+  p: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  size: number,
+  lr: number,
+  wd: number,
+  b1: number,
+  b2: number,
+  alpha: number,
+  epsHat: number,
+  decoupled: boolean,
+): void {
+  for (let i = 0; i < size; i++) {
+    const gi = decoupled ? g[i]! : g[i]! + wd * p[i]!;
+    const mi = b1 * m[i]! + (1 - b1) * gi;
+    const vi = b2 * v[i]! + (1 - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    if (decoupled && wd !== 0) p[i]! -= lr * wd * p[i]!;
+    p[i]! -= (alpha * mi) / (Math.sqrt(vi) + epsHat);
+  }
 }

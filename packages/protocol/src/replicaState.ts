@@ -41,15 +41,19 @@ export function optimizerStateHeader(state: OptimizerState): OptimizerStateHeade
 /**
  * A replica's state as ReplicaStateChunk messages, lazily (pass them to `writeMessages` after
  * wrapping each in the stream's message type). The values are copied into one buffer first, so
- * the replica may change while a slow stream is still writing.
+ * the replica may change while a slow stream is still writing. A fresh optimizer's state (step 0,
+ * every slot zero) travels as the weights alone.
  */
 export function* replicaStateChunks(
   state: ReplicaStateValues,
   layoutFingerprint: string,
   options: { requestId?: bigint; maxChunkBytes?: number; transferId?: string } = {},
 ): Generator<ReplicaStateChunk, void, undefined> {
-  const slots = Object.values(state.optimizer.slots);
   const size = state.params.length;
+  // A fresh optimizer's slots are all zeros: leave them out (the receiver fills them in), so a
+  // run's first push of an adam state moves one weights' worth instead of three.
+  const fresh = state.optimizer.step === 0 && Object.values(state.optimizer.slots).every(isAllZero);
+  const slots = fresh ? [] : Object.values(state.optimizer.slots);
   const values = new Float32Array(size * (1 + slots.length));
   values.set(state.params, 0);
   slots.forEach((slot, i) => {
@@ -111,7 +115,9 @@ export function replicaStateFromTensor(
     );
   }
   const expected = parameterCount * (1 + slots.length);
-  if (values.length !== expected) {
+  // A state at step 0 may leave its slots out: they are all zeros (see replicaStateChunks).
+  const zeroSlots = header.step === 0n && values.length === parameterCount;
+  if (values.length !== expected && !zeroSlots) {
     throw new ShardlineError(
       'MISMATCH',
       `A replica state from ${from} holds ${formatCount(values.length)} values, expected ${formatCount(expected)} ` +
@@ -121,7 +127,9 @@ export function replicaStateFromTensor(
   const params = values.slice(0, parameterCount);
   const slotValues: Record<string, Float32Array> = {};
   slots.forEach((name, i) => {
-    slotValues[name] = values.slice(parameterCount * (i + 1), parameterCount * (i + 2));
+    slotValues[name] = zeroSlots
+      ? new Float32Array(parameterCount)
+      : values.slice(parameterCount * (i + 1), parameterCount * (i + 2));
   });
   const step = Number(header.step);
   return {
@@ -134,4 +142,9 @@ export function replicaStateFromTensor(
       slots: slotValues,
     },
   };
+}
+
+function isAllZero(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (values[i] !== 0) return false;
+  return true;
 }

@@ -116,6 +116,7 @@ export async function trainDistributed(
     // mode is what checkpoints and summary.json record.
     const choice = resolveExchange(requested.exchange, {
       workers: Math.max(settings.minWorkers, settings.localWorkers),
+      remote: Math.max(0, settings.minWorkers - settings.localWorkers),
       parameterCount: layout.size,
     });
     config = { ...requested, exchange: choice.exchange };
