@@ -62,6 +62,8 @@ import {
   type RemoteWorkerInfo,
   refuseAndFail,
   stateFromCounts,
+  stopStream,
+  workerFailed,
 } from './remoteWorker.js';
 
 /** A RingTrainingWorker bound to one open Train stream, with the cluster's view of it. */
@@ -528,10 +530,7 @@ export function createRemoteRingWorker(
               `Worker ${name} sent a gradient to the coordinator, but this job exchanges gradients in a ring among the workers: expected ring reports. Run the same Shardline release on every machine.`,
             );
           case 'error':
-            throw new ShardlineError(
-              'INTERNAL',
-              `Worker ${name} failed: ${cut(kind.value.message, MAX_WORKER_ERROR_CHARS)}`,
-            );
+            throw workerFailed(name, kind.value.message);
           // Proof of life (recorded above), and the attach that opened this stream.
           case 'heartbeat':
           case 'attach':
@@ -544,10 +543,7 @@ export function createRemoteRingWorker(
       }
     },
     stop(reason, message) {
-      if (!call.writableEnded && !call.destroyed) {
-        call.write({ kind: { $case: 'stop', value: { reason, message, rejoinAllowed: false } } });
-        call.end();
-      }
+      stopStream(call, reason, message);
     },
     fail(error) {
       failure ??= error;

@@ -372,10 +372,7 @@ export function createRemoteWorker(
           case 'evaluation':
             return receiveEvaluation(kind.value);
           case 'error':
-            throw new ShardlineError(
-              'INTERNAL',
-              `Worker ${info.name} failed: ${cut(kind.value.message, MAX_WORKER_ERROR_CHARS)}`,
-            );
+            throw workerFailed(info.name, kind.value.message);
           case 'ringReport':
           case 'state':
             throw new ShardlineError(
@@ -394,10 +391,7 @@ export function createRemoteWorker(
       }
     },
     stop(reason, message) {
-      if (!call.writableEnded && !call.destroyed) {
-        call.write({ kind: { $case: 'stop', value: { reason, message, rejoinAllowed: false } } });
-        call.end();
-      }
+      stopStream(call, reason, message);
     },
     fail(error) {
       failure ??= error;
@@ -409,6 +403,26 @@ export function createRemoteWorker(
     },
   };
   return worker;
+}
+
+/** Tells the worker to stop, with why, and ends its stream (nothing when it already ended). */
+export function stopStream(
+  call: ServerDuplexStream<TrainRequest, TrainResponse>,
+  reason: number,
+  message: string,
+): void {
+  if (!call.writableEnded && !call.destroyed) {
+    call.write({ kind: { $case: 'stop', value: { reason, message, rejoinAllowed: false } } });
+    call.end();
+  }
+}
+
+/** The error a worker's WorkerError message becomes: its own words, cut to a loggable length. */
+export function workerFailed(name: string, message: string): ShardlineError {
+  return new ShardlineError(
+    'INTERNAL',
+    `Worker ${name} failed: ${cut(message, MAX_WORKER_ERROR_CHARS)}`,
+  );
 }
 
 /**
