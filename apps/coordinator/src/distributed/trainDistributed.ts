@@ -14,8 +14,9 @@ import {
 import {
   applyServerFlowControlWindow,
   CoordinatorServiceDefinition,
-  type DataType,
+  DataType,
   DEFAULT_CHUNK_BYTES,
+  dtypeName,
   Exchange,
   exchangeLogFields,
   type JobSpec,
@@ -129,6 +130,12 @@ export async function trainDistributed(
       );
     }
     const ring = choice.exchange === 'ring';
+    if (ring && settings.gradientDtype !== DataType.FLOAT32) {
+      // Not silently: the user asked for smaller gradients and the ring moves float32 ones.
+      logger.warn(
+        `--gradient-dtype ${dtypeName(settings.gradientDtype)} applies to star mode only so far: the ring all-reduce moves float32 gradients`,
+      );
+    }
     const { trainCount, testCount, classNames } = data;
     const model = resolved.model;
     const params = readWeights(model, layout);
