@@ -6,7 +6,9 @@
  * these functions, so the layout (weights first, then the slots in the header's order) cannot
  * differ between them.
  */
-import { formatCount, type OptimizerState, ShardlineError } from '@shardline/core';
+// Type-only from the root: protocol loads without TensorFlow.js, which the root entry imports.
+import type { OptimizerState } from '@shardline/core';
+import { formatCount, ShardlineError } from '@shardline/core/errors';
 import { chunkTensor, DEFAULT_CHUNK_BYTES } from './chunking.js';
 import type { OptimizerStateHeader, ReplicaStateChunk } from './gen/shardline/v1/coordinator.js';
 import { DataType } from './gen/shardline/v1/tensor.js';
