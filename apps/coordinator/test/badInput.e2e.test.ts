@@ -229,8 +229,14 @@ describe('bad input from a worker', () => {
         ),
       { early: true },
     );
-    expect(e.code).toBe(status.INVALID_ARGUMENT);
-    expect(e.details).toMatch(/no step asked for/);
+    // Usually nothing is pending yet: "no step asked for". Under load the coordinator may assign
+    // the freshly attached rogue a step before its gradient lands, and then the same gradient is
+    // refused as one for the wrong step. Either way it is refused and never averaged.
+    if (e.code === status.FAILED_PRECONDITION) expect(e.details).toMatch(/expected step/);
+    else {
+      expect(e.code).toBe(status.INVALID_ARGUMENT);
+      expect(e.details).toMatch(/no step asked for/);
+    }
   });
 
   it('duplicated and truncated chunk sequences are refused', async () => {

@@ -258,10 +258,10 @@ describe('paged image sets', () => {
 
 describe('reading cache files', () => {
   it('verifies a file of megabytes in chunks and keeps only the labels when paged', async () => {
-    const big = (await writeShapesFolder(join(root, 'big'), { perClass: 25, size: 128 })).dir;
+    const big = (await writeShapesFolder(join(root, 'big'), { perClass: 50, size: 128 })).dir;
     const loaded = await loadImageFolder(big, { ...options('big'), residentBytes: 0 });
     const { size } = await stat(loaded.cachePath);
-    expect(size).toBeGreaterThan(4_000_000);
+    expect(size).toBeGreaterThan(9_000_000);
     closeImageSet(loaded.train);
     closeImageSet(loaded.test);
     gc();
@@ -269,11 +269,14 @@ describe('reading cache files', () => {
     const read = await readImageFolderCache(loaded.cachePath, loaded.fingerprint, {
       residentBytes: 1024,
     });
+    await new Promise((resolve) => setImmediate(resolve));
     gc();
     const kept = process.memoryUsage().arrayBuffers - before;
     expect(read?.train.images).not.toBeInstanceOf(Uint8Array);
-    // What a paged read keeps is its labels (100 bytes here), not the file's 4.9 MB.
-    expect(kept).toBeLessThan(size / 10);
+    // What a paged read keeps is its labels (200 bytes here), not the file's 9.8 MB; the
+    // verification's 1 MiB read buffer may not have been collected yet (it was, mostly, but
+    // not on a loaded CI machine), so the bound leaves room for it.
+    expect(kept).toBeLessThan(size / 4);
     const i = read!.train.count - 1;
     const batch = makeBatch(read!.train, [i]);
     const direct = await loadImageFolder(big, options('big'));
