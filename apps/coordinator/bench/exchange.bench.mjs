@@ -28,6 +28,8 @@
 // Flags: --modes star,ring, --workers 2,3,4, --rate 100mbit (tc syntax: 1gbit, 500mbit), --steps 8,
 //        --params 1.4m (gradient size: 1.4m is the seed CNN's 5.6 MB; 25m a ResNet-50's 100 MB),
 //        --images 2 (per worker per step), --json <file>,
+//        --gradient-dtype float32|float16|bfloat16 (the coordinator's flag: gradients, and in
+//        ring mode all ring traffic, in 2 bytes a value; star still sends float32 weights),
 //        --model fast-cnn (a whole-training row: that built-in model at its real compute, with
 //        --images 32 or so; --params is then ignored and the row's images/s is the number).
 // Needs root and iproute2 (ip netns, tc); skips with a message where it cannot run.
@@ -56,6 +58,12 @@ const imagesPerWorker = Number(flag('images', '2'));
 const paramsFlag = flag('params', '1.4m');
 const jsonPath = flag('json', undefined);
 const model = flag('model', 'mlp');
+const gradientDtype = flag('gradient-dtype', 'float32');
+const DTYPE_BYTES = { float32: 4, float16: 2, bfloat16: 2 };
+if (!(gradientDtype in DTYPE_BYTES)) {
+  console.error(`--gradient-dtype "${gradientDtype}": expected float32, float16 or bfloat16.`);
+  process.exit(1);
+}
 
 const coordinatorCli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const workerCli = fileURLToPath(new URL('../../worker/dist/cli.js', import.meta.url));
@@ -142,6 +150,8 @@ async function runCase(mode, n) {
       listen,
       // A private emulated LAN: neither a token nor TLS, so the bytes are the tensors' own.
       '--insecure',
+      '--gradient-dtype',
+      gradientDtype,
       '--exchange',
       mode,
       '--model',
@@ -230,7 +240,8 @@ async function runCase(mode, n) {
     const last = epochEnds.at(-1);
     const measured = epochEnds.length - 1;
     const stepsPerEpoch = started.steps_per_epoch;
-    const gradientBytes = started.parameters * 4;
+    const gradientBytes = started.parameters * DTYPE_BYTES[gradientDtype];
+    const weightBytes = started.parameters * 4;
     const rateBytes = bitsPerSecond / 8;
     const before = counters[measured];
     const after = counters[measured + 1];
@@ -240,7 +251,8 @@ async function runCase(mode, n) {
         : Number.NaN;
     const workerWire = workerHosts.map((_, i) => wire(i + 1));
     const tensorBytes = ((last.bytes_sent ?? 0) + (last.bytes_received ?? 0)) / stepsPerEpoch;
-    const starBound = rateBytes / (2 * n * gradientBytes);
+    // Star: N gradients in and N float32 weight copies out over the coordinator's link.
+    const starBound = rateBytes / (n * (gradientBytes + weightBytes));
     const ringBound = rateBytes / (((2 * (n - 1)) / n) * gradientBytes);
     const bound = mode === 'star' ? starBound : ringBound;
     const workerWireMean = workerWire.reduce((a, b) => a + b, 0) / n;
@@ -249,6 +261,7 @@ async function runCase(mode, n) {
       workers: n,
       rate,
       parameters: started.parameters,
+      gradient_dtype: gradientDtype,
       gradient_bytes: gradientBytes,
       steps_per_epoch: stepsPerEpoch,
       batch_size: started.batch_size,
@@ -281,7 +294,7 @@ async function runCase(mode, n) {
 console.log(
   `gradient exchange on an emulated LAN: every host's link ${rate} each way (tbf), one namespace ` +
     `per process; ${model === 'mlp' ? `mlp hiddenUnits=${hiddenUnits} (${(795 * hiddenUnits + 10).toLocaleString('en-US')} parameters` : `${model} (its real compute`}` +
-    `, float32 gradients), ${imagesPerWorker} images per worker per step, ${steps} steps ` +
+    `, ${gradientDtype} gradients), ${imagesPerWorker} images per worker per step, ${steps} steps ` +
     `(one epoch); wasm; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}); ` +
     new Date().toISOString(),
 );
@@ -307,7 +320,7 @@ for (const r of rows) {
   );
 }
 console.log(
-  'star bound: rate / (2 N G) on the coordinator link (gradients in, then weights out); ' +
+  'star bound: rate / (N (G + W)) on the coordinator link (gradients in, then float32 weights out); ' +
     'ring bound: rate / (2 (N-1)/N G) on every link (bandwidth-optimal all-reduce). ' +
     'Wire MB include headers, joining and the evaluation\u2019s weights.',
 );

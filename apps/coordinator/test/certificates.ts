@@ -36,3 +36,17 @@ export function makeCertificate(
     { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] },
   );
 }
+
+/**
+ * Makes `<dir>/<name>.pem` and `.key`, signed by `<dir>/<ca>.pem`: a worker certificate that
+ * can take part in a ring under mutual TLS, since it serves its peer endpoint with it (server
+ * authentication, for the host it advertises: 127.0.0.1 in tests) and dials its peers and the
+ * coordinator with it (client authentication).
+ */
+export function makeRingPeerCertificate(dir: string, name: string, ca: string): void {
+  makeCertificate(dir, name, name, ca, [
+    'subjectAltName=IP:127.0.0.1',
+    'basicConstraints=critical,CA:FALSE',
+    'extendedKeyUsage=serverAuth,clientAuth',
+  ]);
+}

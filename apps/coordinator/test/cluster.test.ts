@@ -403,7 +403,7 @@ describe('createCluster: a ring job', () => {
       );
       expect(error.details).toContain(found);
       expect(error.details).toContain('Start the worker with --peer-listen host:port');
-      expect(error.details).toContain('a worker using TLS cannot serve one yet');
+      expect(error.details).toContain('a worker using TLS serves one only with --tls-cert, --tls-key and --tls-ca');
     }
     expect(logs.filter((l) => l.msg === 'refused a worker')).toHaveLength(3);
     cluster.close();

@@ -71,8 +71,8 @@ async function logged(
 }
 
 describe('--exchange ring', () => {
-  it('trains with three local workers whose replicas agree at every epoch, as star does within a point', {
-    timeout: 300_000,
+  it('trains with three local workers whose replicas agree at every epoch, as star does within a point, and float16 traffic halves the bytes', {
+    timeout: 420_000,
   }, async () => {
     const ring = await runCli([...RING_JOB, '--local-workers', '3', '--out', join(out, 'ring')]);
     expect(ring.code, ring.stderr).toBe(0);
@@ -100,6 +100,30 @@ describe('--exchange ring', () => {
       (star.events().find((e) => e.event === 'epoch_end')!.bytes_received as number) / 10,
     );
     expect(epochs[0]!.ring_bytes as number).toBeGreaterThan(0);
+
+    // --gradient-dtype float16 on the ring: half the bytes, replicas still bit-identical (the
+    // checksums agreed, or the epoch would have failed), and accuracy as with float32.
+    const half = await runCli([
+      ...RING_JOB,
+      '--local-workers',
+      '3',
+      '--gradient-dtype',
+      'float16',
+      '--out',
+      join(out, 'ring-float16'),
+    ]);
+    expect(half.code, half.stderr).toBe(0);
+    expect(half.stderr).not.toMatch(/applies to star mode only/);
+    const halfEpochs = half.events().filter((e) => e.event === 'epoch_end');
+    expect(halfEpochs).toHaveLength(2);
+    expect(halfEpochs[0]!.replica_checksum).toMatch(/^[0-9a-f]{8}$/);
+    expect((halfEpochs[0]!.ring_bytes as number) / (epochs[0]!.ring_bytes as number)).toBeCloseTo(
+      0.5,
+      2,
+    );
+    expect(
+      Math.abs((half.events().at(-1)!.test_accuracy as number) - (done.test_accuracy as number)),
+    ).toBeLessThanOrEqual(0.02);
   });
 
   it('a worker without a peer endpoint is refused, saying how to serve one', {

@@ -166,7 +166,7 @@ export const WORKER_SETTINGS = [
     flag: '--peer-listen',
     argument: '<host:port>',
     description:
-      'where the peer endpoint for ring mode listens; auto: an ephemeral port on the address this worker reaches the coordinator from (127.0.0.1 for a coordinator on loopback); off: none (as --no-peer). Not served with TLS',
+      'where the peer endpoint for ring mode listens; auto: an ephemeral port on the address this worker reaches the coordinator from (127.0.0.1 for a coordinator on loopback); off: none (as --no-peer). With TLS it serves mutual TLS with --tls-cert, --tls-key and --tls-ca (the certificate must allow serverAuth and clientAuth and list the advertised host), and none without them',
     type: 'string',
     defaultValue: () => 'auto',
     parse: peerListen,

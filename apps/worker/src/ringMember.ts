@@ -29,6 +29,7 @@ import {
   type CommitStep,
   createTensorAssembler,
   DEFAULT_CHUNK_BYTES,
+  dataTypeToJSON,
   decodeTensor,
   type JobSpec,
   MAX_OPTIMIZER_SLOTS,
@@ -43,6 +44,7 @@ import {
 import {
   createReplica,
   type Replica,
+  type RingDtype,
   type RingLink,
   type RingMessage,
   ringAllReduce,
@@ -51,6 +53,8 @@ import {
 } from '@shardline/training';
 import { createGrpcRingLink, type GrpcRingLink } from './peer/grpcRingLink.js';
 import type { PeerServer } from './peer/peerServer.js';
+import { type PeerTls, peerChannelCredentials } from './peer/peerTls.js';
+import { ringDtypeOf } from './peer/ringDtype.js';
 
 /** Options of {@link createRingMember}. */
 export interface RingMemberOptions {
@@ -63,6 +67,11 @@ export interface RingMemberOptions {
   server: PeerServer;
   /** The job's token, sent to the right neighbours' endpoints. */
   token?: string;
+  /**
+   * Dial the right neighbours with mutual TLS (the worker's channel uses TLS, and its peer
+   * endpoint serves TLS too); plaintext when absent.
+   */
+  peerTls?: PeerTls;
   logger: Logger;
 }
 
@@ -127,6 +136,20 @@ const REFUSAL_CODES: ReadonlySet<string> = new Set([
 ]);
 
 /** The optimizer of a ring job, or a MISMATCH naming what the coordinator sent. */
+/**
+ * The ring's encoding: the job's gradient dtype (`--gradient-dtype` on the coordinator), which
+ * every member reads from the same JobSpec.
+ */
+function ringDtypeOfJob(job: JobSpec): RingDtype {
+  const dtype = ringDtypeOf(job.gradientDtype);
+  if (dtype !== undefined) return dtype;
+  throw new ShardlineError(
+    'MISMATCH',
+    `Job ${job.jobId} asks for gradients as ${dataTypeToJSON(job.gradientDtype)}; this worker's ring carries DATA_TYPE_FLOAT32, DATA_TYPE_FLOAT16 or DATA_TYPE_BFLOAT16. Run the same Shardline release on the coordinator and the workers.`,
+    { details: { found: job.gradientDtype } },
+  );
+}
+
 function optimizerOf(job: JobSpec): { kind: OptimizerKind; momentum: number; weightDecay: number } {
   const spec = job.optimizer;
   if (!spec || !(OptimizerKinds as readonly string[]).includes(spec.kind)) {
@@ -163,6 +186,7 @@ export function createRingMember(options: RingMemberOptions): RingMember {
     label: `worker ${options.workerId}'s replica`,
   });
   const maxChunkBytes = job.maxChunkBytes || DEFAULT_CHUNK_BYTES;
+  const ringDtype = ringDtypeOfJob(job);
   const stateAssembler: TensorAssembler = createTensorAssembler({
     expectedFingerprint: layout.fingerprint,
     // Weights plus up to the most slots an optimizer may have, all float32.
@@ -170,7 +194,11 @@ export function createRingMember(options: RingMemberOptions): RingMember {
     maxChunkBytes,
     label: 'replica state from the coordinator',
   });
-  const peerCredentials = credentials.createInsecure();
+  // One credentials object for every formation: TLS exactly when this worker's own endpoint
+  // serves TLS, since every member of a job's ring reaches the coordinator the same way.
+  const peerCredentials = options.peerTls
+    ? peerChannelCredentials(options.peerTls)
+    : credentials.createInsecure();
   let stateHeader: OptimizerStateHeader | undefined;
   let generation = 0;
   let current: FormationLink | undefined;
@@ -284,6 +312,7 @@ export function createRingMember(options: RingMemberOptions): RingMember {
           maxChunkBytes,
           step,
           signal,
+          dtype: ringDtype,
         });
       } catch (error) {
         // The all-reduce aborted the link already; forget it: the retry comes in a new formation.

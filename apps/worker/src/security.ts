@@ -4,6 +4,10 @@
  * and the messages for the ways a secured coordinator can turn a worker away. Refusals of the
  * token or of the TLS handshake are final: retrying cannot fix them, so the worker stops at
  * once with what to change instead of knocking until --connect-timeout.
+ *
+ * The same settings secure ring mode's peer traffic (peer/peerTls.ts): with TLS, a worker serves
+ * its peer endpoint only when it has a certificate and a CA to check its peers with, and never
+ * in plaintext next to a TLS channel to the coordinator.
  */
 import { type ChannelCredentials, type ClientOptions, credentials } from '@grpc/grpc-js';
 import { type Logger, ShardlineError, toShardlineError } from '@shardline/core';
@@ -15,6 +19,7 @@ import {
   splitHostPort,
   TOKEN_ENV,
 } from '@shardline/protocol';
+import type { PeerTls } from './peer/peerTls.js';
 
 /** The worker's security settings, from any source (flag, environment, config file). */
 export interface WorkerSecurityFlags {
@@ -43,6 +48,11 @@ export interface WorkerChannel {
    * sends it to them (ring mode). Never logged.
    */
   tokenValue?: string;
+  /**
+   * What ring mode's peer traffic uses under TLS: set when the channel uses TLS with a client
+   * certificate and `--tls-ca` (see {@link peerTlsGap} for why it is missing otherwise).
+   */
+  peerTls?: PeerTls;
 }
 
 /** A channel without TLS or token: the default, for loopback. */
@@ -114,7 +124,40 @@ export function resolveWorkerChannel(
     clientCertificate: files.cert !== undefined,
     token: token !== undefined,
     ...(token === undefined ? {} : { tokenValue: token }),
+    ...(tls && files.cert && files.key && files.ca
+      ? {
+          peerTls: {
+            ca: files.ca.pem,
+            certChain: files.cert.pem,
+            privateKey: files.key.pem,
+            certificate: files.cert.certificates[0]!,
+            certPath: files.cert.path,
+          },
+        }
+      : {}),
   };
+}
+
+/**
+ * Why a worker with this channel cannot serve a peer endpoint for ring mode, or undefined when
+ * it can: plaintext channels serve one in plaintext, TLS channels only with {@link
+ * WorkerChannel.peerTls}. A plaintext endpoint next to a TLS channel would let anyone who can
+ * watch the network read the gradients (and the token) that TLS protects on the way to the
+ * coordinator, so a TLS worker without what peer TLS needs serves none.
+ */
+export function peerTlsGap(channel: WorkerChannel): string | undefined {
+  if (!channel.tls || channel.peerTls) return undefined;
+  if (!channel.clientCertificate) {
+    return (
+      'ring mode under TLS needs --tls-cert and --tls-key (and --tls-ca), and this worker has no certificate: ' +
+      'its peer endpoint serves with it and the other workers check it. Give it a certificate signed by the CA in --tls-ca that allows server and client authentication ' +
+      '(extendedKeyUsage serverAuth,clientAuth) and lists the address it advertises'
+    );
+  }
+  return (
+    "ring mode under TLS needs --tls-ca, and this worker has none: the workers check each other's certificates against it " +
+    "(the system roots of --tls would accept any publicly issued certificate). Pass --tls-ca with the CA that signed the workers' certificates"
+  );
 }
 
 /** How a TLS handshake failed, as far as the error text tells. */
@@ -122,6 +165,7 @@ export type TlsFailureKind =
   | 'not-tls'
   | 'untrusted'
   | 'name-mismatch'
+  | 'wrong-purpose'
   | 'client-certificate-required'
   | 'client-certificate-refused'
   | 'other';
@@ -140,7 +184,7 @@ export function tlsFailure(error: unknown): { kind: TlsFailureKind; reason: stri
   // altnames: ...", or "Error: unable to verify the first certificate".
   const node =
     /Error \[ERR_TLS_[A-Z_]+\]: (.+?)(?:\. Resolution note|\n|$)/.exec(text)?.[1] ??
-    /(unable to (?:verify|get) [^.\n]*|self[- ]signed certificate[^.\n]*|certificate has expired|certificate is not yet valid)/i.exec(
+    /(unable to (?:verify|get) [^.\n]*|self[- ]signed certificate[^.\n]*|certificate has expired|certificate is not yet valid|unsuitable certificate purpose)/i.exec(
       text,
     )?.[1];
   const reason = openssl ?? node;
@@ -153,6 +197,8 @@ export function tlsFailure(error: unknown): { kind: TlsFailureKind; reason: stri
       'client-certificate-refused',
     ],
     [/altnames|does not match/i, 'name-mismatch'],
+    // OpenSSL checks the extendedKeyUsage: a server certificate without serverAuth.
+    [/unsuitable certificate purpose/i, 'wrong-purpose'],
     [/verify|issuer|self[- ]signed|expired|not yet valid/i, 'untrusted'],
   ];
   return { kind: kinds.find(([pattern]) => pattern.test(reason))?.[1] ?? 'other', reason };
@@ -192,6 +238,8 @@ export function explainSecurityFailure(
       'its certificate is not trusted by this worker. Pass --tls-ca / SHARDLINE_TLS_CA with the CA file that signed it',
     'name-mismatch':
       'its certificate does not list the address dialled. Dial a name the certificate lists, or pass --tls-server-name with one',
+    'wrong-purpose':
+      'its certificate does not allow server authentication. Issue the coordinator a certificate with extendedKeyUsage serverAuth (and clientAuth when it starts local workers under mutual TLS)',
     'client-certificate-required':
       "it requires a client certificate (mutual TLS). Pass --tls-cert and --tls-key with a certificate signed by the coordinator's --tls-ca",
     'client-certificate-refused':

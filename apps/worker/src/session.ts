@@ -41,7 +41,6 @@ import {
   exchangeLogFields,
   fromGrpcStatus,
   gradientMessages,
-  isLoopbackHost,
   type JobSpec,
   type JoinResponse,
   mapIterable,
@@ -51,7 +50,6 @@ import {
   type StepAssignment,
   type Stop,
   StopReason,
-  splitHostPort,
   type TensorAssembler,
   type TrainRequest,
   type TrainResponse,
@@ -69,11 +67,8 @@ import type { LayersModel } from '@tensorflow/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import { retryWithBackoff } from './backoff.js';
 import { loadWorkerJobData, type WorkerJobData } from './jobData.js';
-import {
-  type PeerEndpoint,
-  type PeerEndpointSettings,
-  startPeerEndpoint,
-} from './peer/peerEndpoint.js';
+import { openPeerEndpoint, type PeerEndpointChoice } from './peer/openPeerEndpoint.js';
+import type { PeerEndpoint, PeerEndpointSettings } from './peer/peerEndpoint.js';
 import { createRingMember, type RingMember } from './ringMember.js';
 import { plaintextChannel, tlsFailure, type WorkerChannel } from './security.js';
 
@@ -101,8 +96,9 @@ export interface WorkerOptions {
   /**
    * The peer endpoint for ring mode (peer/peerEndpoint.ts): where it listens and what address
    * it advertises; `false` serves none, and the worker then joins without ring mode. Default
-   * `{}`: listen on an ephemeral port of the address that reaches the coordinator. Not served
-   * when the channel uses TLS (ring traffic has no TLS yet).
+   * `{}`: listen on an ephemeral port of the address that reaches the coordinator. When the
+   * channel uses TLS it is served with mutual TLS if the channel has a certificate and a CA
+   * (`channel.peerTls`), and not at all otherwise (peer/openPeerEndpoint.ts).
    */
   peer?: PeerEndpointSettings | false;
   logger: Logger;
@@ -177,7 +173,13 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
     ...channel.options,
   });
   const cache: DataCache = {};
-  const peer = await openPeerEndpoint(options, channel, logger);
+  const peerChoice = await openPeerEndpoint({
+    peer: options.peer,
+    coordinator: options.coordinator,
+    channel,
+    logger,
+  });
+  const peer = peerChoice.endpoint;
   try {
     // A worker outlives its coordinator's restarts: when the stream breaks it joins again (with
     // backoff, for up to --connect-timeout) and starts over from the weights it is sent, so it
@@ -223,7 +225,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
           log,
           cache,
           heartbeatMs: joined.heartbeatIntervalMs,
-          peer,
+          peer: peerChoice,
           channel,
         });
       } catch (error) {
@@ -241,58 +243,6 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
     client.close();
     await peer?.close();
   }
-}
-
-/**
- * Starts the peer endpoint unless it is switched off or the channel uses TLS (ring traffic has
- * no TLS yet, and a plaintext side door next to a TLS coordinator would undo what TLS protects).
- */
-async function openPeerEndpoint(
-  options: WorkerOptions,
-  channel: WorkerChannel,
-  logger: Logger,
-): Promise<PeerEndpoint | undefined> {
-  if (options.peer === false) return undefined;
-  if (channel.tls) {
-    logger.info(
-      'no peer endpoint: ring traffic cannot use TLS yet, so this worker joins without ring mode (the coordinator then trains in star mode, or refuses it from a ring job)',
-    );
-    return undefined;
-  }
-  const settings = options.peer ?? {};
-  let peer: PeerEndpoint;
-  try {
-    peer = await startPeerEndpoint({
-      settings,
-      coordinator: options.coordinator,
-      ...(channel.tokenValue === undefined ? {} : { token: channel.tokenValue }),
-      logger,
-    });
-  } catch (error) {
-    // Addresses that were asked for must work; the automatic choice must not stop a worker that
-    // can still train in star mode.
-    const automatic =
-      (settings.listen === undefined || settings.listen === 'auto') &&
-      settings.advertise === undefined;
-    if (!automatic) throw error;
-    logger.warn('no peer endpoint: this worker joins without ring mode', {
-      reason: toShardlineError(error).message,
-    });
-    return undefined;
-  }
-  logger.info('peer endpoint listening', {
-    listen: peer.server.address,
-    advertised: peer.advertised,
-  });
-  if (
-    channel.tokenValue === undefined &&
-    !isLoopbackHost(splitHostPort(peer.server.address).host)
-  ) {
-    logger.warn(
-      `the peer endpoint at ${peer.server.address} takes ring streams from anyone who can reach it: give every worker and the coordinator a token (--token) to require it`,
-    );
-  }
-  return peer;
 }
 
 /**
@@ -392,8 +342,8 @@ interface ServeContext {
   log: Logger;
   cache: DataCache;
   heartbeatMs: number;
-  /** The peer endpoint, when this worker serves one. */
-  peer: PeerEndpoint | undefined;
+  /** The peer endpoint, when this worker serves one, or why it serves none. */
+  peer: PeerEndpointChoice;
   channel: WorkerChannel;
 }
 
@@ -479,28 +429,32 @@ async function serve(
 ): Promise<WorkerOutcome> {
   const { options, log, cache, heartbeatMs } = context;
   const ringMode = job.exchange === Exchange.RING;
-  if (ringMode && !context.peer) {
+  if (ringMode && context.peer.endpoint === undefined) {
     throw new ShardlineError(
       'MISMATCH',
-      `Job ${job.jobId} trains in ring mode, where workers exchange gradients among themselves, but this worker serves no peer endpoint (${context.channel.tls ? 'its channel uses TLS, which ring traffic does not support yet' : 'it was started with --no-peer or --peer-listen off'}). ` +
-        'Start it without --no-peer and without TLS, or start the coordinator with --exchange star.',
+      `Job ${job.jobId} trains in ring mode, where workers exchange gradients among themselves, but this worker serves no peer endpoint: ${context.peer.why.replace(/\.?$/, '.')} ` +
+        'Or start the coordinator with --exchange star.',
     );
   }
+  const peer: PeerEndpoint | undefined = context.peer.endpoint;
   const prepared = await prepareJob(job, workerId, { client, options, log, cache });
   const { model, layout } = prepared;
   let ring: RingSession | undefined;
   try {
     ring =
-      ringMode && context.peer
+      ringMode && peer
         ? {
             member: createRingMember({
               job,
               layout,
               workerId,
-              server: context.peer.server,
+              server: peer.server,
               ...(context.channel.tokenValue === undefined
                 ? {}
                 : { token: context.channel.tokenValue }),
+              ...(context.channel.peerTls === undefined
+                ? {}
+                : { peerTls: context.channel.peerTls }),
               logger: log,
             }),
           }

@@ -20,6 +20,7 @@ import {
   type RingResponse,
 } from '@shardline/protocol';
 import {
+  type RingDtype,
   type RingLink,
   type RingMessage,
   type RingResult,
@@ -128,6 +129,7 @@ function allReduce(
   counts: number[],
   step: number,
   signals: (AbortSignal | undefined)[] = [],
+  dtype?: RingDtype,
 ): Promise<RingResult>[] {
   return links.map((link, rank) =>
     ringAllReduce({
@@ -139,6 +141,7 @@ function allReduce(
       step,
       maxChunkBytes: CHUNK_BYTES,
       ...(signals[rank] ? { signal: signals[rank] } : {}),
+      ...(dtype ? { dtype } : {}),
     }),
   );
 }
@@ -297,6 +300,32 @@ describe('ring all-reduce over gRPC', () => {
         for (const r of results) {
           expect(Math.abs(r.sentBytes - (2 * (n - 1) * length * 4) / n)).toBeLessThanOrEqual(8);
         }
+      }
+    },
+  );
+
+  it.each(['float16', 'bfloat16'] as const)(
+    '%s chunks cross the wire: 3 members end with the same bytes, having sent half the float32 bytes',
+    async (dtype) => {
+      const servers = await startServers(3);
+      const links = formRing(servers);
+      const counts = [32, 7, 19];
+      const length = 10_007;
+      const gradients = counts.map((_, k) => randomGradient(length, 70 + k, 10 ** (k - 1)));
+      const results = await Promise.all(allReduce(links, gradients, counts, 9, [], dtype));
+      for (const r of results) {
+        expect(r.checksum).toBe(results[0]!.checksum);
+        expect(Math.abs(r.sentBytes - (2 * 2 * length * 2) / 3)).toBeLessThanOrEqual(4);
+      }
+      const total = counts.reduce((a, b) => a + b, 0);
+      const largest = Math.max(
+        ...gradients.map((g) => g.reduce((m, v) => Math.max(m, Math.abs(v)), 0)),
+      );
+      for (let i = 0; i < length; i += 97) {
+        const exact = counts.reduce((sum, n, k) => sum + (n * gradients[k]![i]!) / total, 0);
+        expect(Math.abs(results[0]!.gradient[i]! - exact)).toBeLessThanOrEqual(
+          5 * 2 ** -8 * largest,
+        );
       }
     },
   );

@@ -32,6 +32,8 @@ const CAPTURED = {
     'No connection established. Last error: Error: 80BC4A88197F0000:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../deps/openssl/openssl/ssl/record/ssl3_record.c:350:\n. Resolution note: ',
   certificateRequired:
     'No connection established. Last error: 80BC4A88197F0000:error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 116\n (2026-11-29T12:46:44.088Z). Resolution note: ',
+  wrongPurpose:
+    'No connection established. Last error: Error: unsuitable certificate purpose. Resolution note: ',
   nameMismatch:
     "No connection established. Last error: Error [ERR_TLS_CERT_ALTNAME_INVALID]: Hostname/IP does not match certificate's altnames: Host: nothere. is not in the cert's altnames: DNS:localhost, IP Address:127.0.0.1. Resolution note: ",
 };
@@ -53,6 +55,10 @@ describe('tlsFailure', () => {
       reason: 'tlsv13 alert certificate required',
     });
     expect(tlsFailure(unavailable(CAPTURED.nameMismatch))?.kind).toBe('name-mismatch');
+    expect(tlsFailure(unavailable(CAPTURED.wrongPurpose))).toEqual({
+      kind: 'wrong-purpose',
+      reason: 'unsuitable certificate purpose',
+    });
     expect(tlsFailure(unavailable(CAPTURED.nameMismatch))?.reason).toMatch(
       /^Hostname\/IP does not match certificate's altnames: Host: nothere/,
     );
@@ -86,6 +92,9 @@ describe('explainSecurityFailure', () => {
     expect(explain(CAPTURED.notTls)).toMatch(/does not speak TLS/);
     expect(explain(CAPTURED.certificateRequired)).toMatch(/requires a client certificate/);
     expect(explain(CAPTURED.nameMismatch)).toMatch(/--tls-server-name/);
+    expect(explain(CAPTURED.wrongPurpose)).toMatch(
+      /does not allow server authentication.*extendedKeyUsage serverAuth/,
+    );
   });
 
   it('suggests TLS when a plaintext worker cannot connect, and passes other errors through', () => {

@@ -23,6 +23,7 @@ export {
   wasmConv2DBackpropInputConfig,
   wasmMaxPoolGradConfig,
 } from './backends/wasmTrainingKernels.js';
+export { CRC32_IMPLEMENTATION, type Crc32Implementation, crc32, crc32Portable } from './crc32.js';
 export {
   formatCount,
   hasErrorCode,
@@ -41,6 +42,16 @@ export {
   type TrainingBatch,
 } from './gradients.js';
 export {
+  bfloat16BitsToFloat32,
+  bfloat16ToFloat32,
+  float16BitsToFloat32,
+  float16ToFloat32,
+  float32ToBfloat16,
+  float32ToBfloat16Bits,
+  float32ToFloat16,
+  float32ToFloat16Bits,
+} from './halfFloat.js';
+export {
   HEAP_GROWING_PERCENT,
   heapTuning,
   type TuneHeapOptions,
@@ -56,6 +67,7 @@ export {
   type LogLevel,
   LogLevels,
   type LogSink,
+  logLevelOfLine,
   parseLogLevel,
   silentLogger,
 } from './logger.js';

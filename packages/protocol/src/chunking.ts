@@ -15,9 +15,10 @@
  * - element_count is the product of shape;
  * - the last chunk carries the CRC-32 of the whole payload.
  */
+
+import { crc32 } from '@shardline/core/crc32';
 import { formatCount, ShardlineError, type ShardlineErrorCode } from '@shardline/core/errors';
 import { bytesPerElement, dtypeName } from './codecs.js';
-import { crc32 } from './crc32.js';
 import type { DataType, TensorChunk, TensorMeta } from './gen/shardline/v1/tensor.js';
 
 /** Default size of a chunk's data: 1 MiB, well under grpc-js's default 4 MiB message limit. */

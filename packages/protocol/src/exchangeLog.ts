@@ -3,8 +3,9 @@
  * their first line (the coordinator's `coordinator listening`, a worker's `joined coordinator`),
  * for anyone comparing the exchange's speed across machines.
  */
+
+import { CRC32_IMPLEMENTATION } from '@shardline/core/crc32';
 import { heapTuning } from '@shardline/core/heap';
-import { CRC32_IMPLEMENTATION } from './crc32.js';
 
 /**
  * `checksum` (`crc32-simd`, `crc32-zlib` or `crc32-portable`), `heap_growing_percent` and

@@ -9,6 +9,12 @@
  */
 
 export {
+  CRC32_IMPLEMENTATION,
+  type Crc32Implementation,
+  crc32,
+  crc32Portable,
+} from '@shardline/core/crc32';
+export {
   COORDINATOR_TOKEN_REFUSALS,
   createTokenVerifier,
   type RequireTokenOptions,
@@ -51,7 +57,6 @@ export {
   HOST_IS_LITTLE_ENDIAN,
   SUPPORTED_DTYPES,
 } from './codecs.js';
-export { CRC32_IMPLEMENTATION, type Crc32Implementation, crc32, crc32Portable } from './crc32.js';
 export { exchangeLogFields } from './exchangeLog.js';
 export {
   AbortStep,

@@ -9,9 +9,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { averageGradients } from '../src/averageGradients.js';
 import type { ShareResult } from '../src/contract.js';
 import { createMemoryRing } from '../src/ring/memoryRing.js';
+import { roundToDtype } from '../src/ring/payload.js';
 import { ringSegments } from '../src/ring/plan.js';
 import { type RingResult, ringAllReduce } from '../src/ring/ringAllReduce.js';
-import type { RingLink, RingMessage } from '../src/ring/types.js';
+import type { RingDtype, RingLink, RingMessage } from '../src/ring/types.js';
 
 /** float32 unit roundoff: the relative error of one rounding to float32. */
 const U = 2 ** -24;
@@ -57,6 +58,7 @@ interface RunOptions {
   signal?: (rank: number) => AbortSignal | undefined;
   /** Ranks that never call ringAllReduce (a member that is gone). */
   absent?: number[];
+  dtype?: RingDtype;
 }
 
 /** Runs one all-reduce over a memory ring; an absent member's entry reads "rejected: absent". */
@@ -80,6 +82,7 @@ async function runRing(
           maxChunkBytes: options.maxChunkBytes ?? 64,
           step: options.step ?? 7,
           ...(signal ? { signal } : {}),
+          ...(options.dtype ? { dtype: options.dtype } : {}),
         }),
       ]);
       return settled;
@@ -231,6 +234,91 @@ describe('ringAllReduce: every member ends with the same bytes, the weighted ave
     const [b] = fulfilled(await runRing(grads));
     expect(a!.checksum).toMatch(/^[0-9a-f]{8}$/);
     expect(b!.checksum).not.toBe(a!.checksum);
+  });
+});
+
+describe('ringAllReduce: 16-bit traffic (--gradient-dtype float16 | bfloat16)', () => {
+  /** Unit roundoff of each 16-bit dtype, and float16's subnormal spacing (absolute). */
+  const UNIT: Record<'float16' | 'bfloat16', number> = { float16: 2 ** -11, bfloat16: 2 ** -8 };
+  const F16_SUBNORMAL = 2 ** -24;
+
+  for (const dtype of ['float16', 'bfloat16'] as const) {
+    it(`${dtype}: bit-identical replicas holding ${dtype} values, within (N + 2) roundings of the exact average`, async () => {
+      for (let worldSize = 2; worldSize <= 5; worldSize++) {
+        for (const maxChunkBytes of [2, 64, 1 << 20]) {
+          const length = 1001;
+          const grads = gradients(worldSize, length, worldSize * 13 + maxChunkBytes);
+          const counts = grads.map((_, r) => (r === 1 ? 0 : 3 + 5 * r));
+          const results = fulfilled(await runRing(grads, { counts, maxChunkBytes, dtype }));
+          expectIdentical(results);
+          const result = results[0]!;
+          // Every value is one the wire can carry: rounding it again changes nothing.
+          const again = result.gradient.slice();
+          roundToDtype(again, dtype);
+          expect(bytesOf(again).equals(bytesOf(result.gradient))).toBe(true);
+          const total = counts.reduce((a, b) => a + b, 0);
+          for (let i = 0; i < length; i++) {
+            let exact = 0;
+            let largest = 0;
+            for (let r = 0; r < worldSize; r++) {
+              if (counts[r] === 0) continue;
+              exact += (counts[r]! * grads[r]![i]!) / total;
+              largest = Math.max(largest, Math.abs(grads[r]![i]!));
+            }
+            // Partial means never exceed the largest |g|, and each of the N - 1 hops and the
+            // owner's final value round once (float16 subnormals: absolute spacing instead).
+            const bound = (worldSize + 2) * (UNIT[dtype] * largest + F16_SUBNORMAL);
+            expect(Math.abs(result.gradient[i]! - exact)).toBeLessThanOrEqual(bound);
+          }
+        }
+      }
+    });
+  }
+
+  it('moves half the bytes of float32', async () => {
+    for (const worldSize of [2, 3, 4]) {
+      const grads = gradients(worldSize, 4096, 3);
+      const wide = fulfilled(await runRing(grads, { maxChunkBytes: 1024 }));
+      const half = fulfilled(await runRing(grads, { maxChunkBytes: 1024, dtype: 'float16' }));
+      for (let rank = 0; rank < worldSize; rank++) {
+        expect(half[rank]!.sentBytes * 2).toBe(wide[rank]!.sentBytes);
+      }
+    }
+  });
+
+  it('float16 stays in range with large sample counts (values on the wire are means, not sums)', async () => {
+    // 0.5 x 100,000 samples would be 50,000 per member: two such partial sums overflow float16.
+    const grads = [0, 1, 2, 3].map(() => new Float32Array(64).fill(0.5));
+    const results = fulfilled(
+      await runRing(grads, { counts: [100_000, 100_000, 100_000, 100_000], dtype: 'float16' }),
+    );
+    expectIdentical(results);
+    expect(Array.from(new Set(results[0]!.gradient))).toEqual([0.5]);
+  });
+
+  it('a gradient beyond float16 range fails with NUMERIC naming this member and bfloat16', async () => {
+    const grads = gradients(3, 48, 4);
+    grads[0]![5] = 1e5;
+    const settled = await runRing(grads, { dtype: 'float16' });
+    const own = settled[0]!;
+    expect(own.status).toBe('rejected');
+    const error = (own as PromiseRejectedResult).reason;
+    expect(hasErrorCode(error, 'NUMERIC')).toBe(true);
+    expect(String(error.message)).toMatch(
+      /rank 0: the value [\d.]+ at index 5 does not fit float16 .*--gradient-dtype bfloat16/,
+    );
+    for (const s of settled) expect(s.status).toBe('rejected');
+  });
+
+  it('a float32 message to a float16 ring is refused as MISMATCH', async () => {
+    const grads = gradients(3, 48, 5);
+    const settled = await runRing(grads, {
+      dtype: 'float16',
+      wrap: tamperWith(1, 0, (m) => ({ ...m, dtype: 'float32' })),
+    });
+    const error = (settled[2] as PromiseRejectedResult).reason;
+    expect(hasErrorCode(error, 'MISMATCH')).toBe(true);
+    expect(String(error.message)).toMatch(/from rank 1 .*values are float32, expected float16/);
   });
 });
 

@@ -540,7 +540,7 @@ function checkRingMember(request: JoinRequest): void {
       'MISMATCH',
       `This job exchanges gradients in a ring among the workers (--exchange ring), so every worker must serve a peer endpoint, but ${found}. ` +
         'Start the worker with --peer-listen host:port (and --peer-advertise host:port when its peers must dial another address, behind NAT or in a container), ' +
-        'with a Shardline release that supports ring mode; a worker using TLS cannot serve one yet. Or run the coordinator with --exchange star.',
+        'with a Shardline release that supports ring mode; a worker using TLS serves one only with --tls-cert, --tls-key and --tls-ca (a certificate allowing server and client authentication that lists its peer address). Or run the coordinator with --exchange star.',
       { details: { field: 'peer_address' } },
     );
   }

@@ -14,9 +14,8 @@ import {
 import {
   applyServerFlowControlWindow,
   CoordinatorServiceDefinition,
-  DataType,
+  type DataType,
   DEFAULT_CHUNK_BYTES,
-  dtypeName,
   Exchange,
   exchangeLogFields,
   type JobSpec,
@@ -122,20 +121,14 @@ export async function trainDistributed(
     });
     config = { ...requested, exchange: choice.exchange };
     logger.info('exchange mode', { exchange: choice.exchange, reason: choice.reason });
-    if (choice.exchange === 'ring' && security.tls !== 'off') {
-      // A warning rather than a refusal: the limit is the worker's, and a worker release that
-      // lifts it needs no coordinator change.
+    if (choice.exchange === 'ring' && security.tls === 'tls') {
+      // A warning rather than a refusal: with TLS but no client certificates required, some
+      // workers may still bring one; those without cannot serve a TLS peer endpoint.
       logger.warn(
-        'ring mode with TLS: workers that reach this coordinator over TLS cannot serve a peer endpoint yet, so they will be refused; use --exchange star, or a token without TLS on a trusted network',
+        'ring mode with TLS: each worker serves its peer endpoint with its own certificate (--tls-cert and --tls-key, allowing server and client authentication and listing its peer address), and peers check it against --tls-ca; workers without one are refused by this job. Require client certificates here (--tls-ca) to catch that at Join, or use --exchange star',
       );
     }
     const ring = choice.exchange === 'ring';
-    if (ring && settings.gradientDtype !== DataType.FLOAT32) {
-      // Not silently: the user asked for smaller gradients and the ring moves float32 ones.
-      logger.warn(
-        `--gradient-dtype ${dtypeName(settings.gradientDtype)} applies to star mode only so far: the ring all-reduce moves float32 gradients`,
-      );
-    }
     const { trainCount, testCount, classNames } = data;
     const model = resolved.model;
     const params = readWeights(model, layout);

@@ -22,7 +22,6 @@ import {
   CHANNEL_OPTIONS,
   crc32,
   createTokenInterceptor,
-  DataType,
   fromGrpcStatus,
   PeerServiceClient,
   PROTOCOL_VERSION,
@@ -30,8 +29,10 @@ import {
   RingPhase,
   type RingRequest,
 } from '@shardline/protocol';
-import type { RingDtype, RingLink, RingMessage } from '@shardline/training';
+import type { RingLink, RingMessage } from '@shardline/training';
 import type { InboundRing, PeerServer } from './peerServer.js';
+import { explainPeerTlsFailure } from './peerTls.js';
+import { wireDtypeOf } from './ringDtype.js';
 
 /** Where the right neighbour's peer endpoint is and how to reach it. */
 export interface RingNeighbour {
@@ -258,6 +259,23 @@ class Link implements GrpcRingLink {
     // Our own cancel (abort, or close() giving up) ends the call with CANCELLED.
     if (this.aborted || this.closing) return;
     const { ringId, rank, right, logger } = this.options;
+    // A failed handshake reads like a broken connection (UNAVAILABLE); say which neighbour
+    // and what to change instead, once per link, where the operator looks (the warn level).
+    const handshake = explainPeerTlsFailure(error, {
+      address: right.address,
+      rank: this.right,
+      tls: right.credentials._isSecure(),
+    });
+    if (handshake) {
+      logger.warn('ring peer TLS handshake failed', {
+        ring_id: ringId,
+        rank,
+        right: right.address,
+        reason: handshake.message,
+      });
+      this.abort(handshake);
+      return;
+    }
     const received = fromGrpcStatus(error, { stream: { cancelledHere: false } });
     const details = { ...received.details, ringId, peer: this.right };
     const failure =
@@ -287,9 +305,6 @@ function isRingFailure(reason: unknown, ringId: string): reason is ShardlineErro
   );
 }
 
-/** The wire's name for each encoding the all-reduce may use (a new RingDtype must add one). */
-const WIRE_DTYPE: Readonly<Record<RingDtype, DataType>> = { float32: DataType.FLOAT32 };
-
 /**
  * A RingMessage as the wire's RingChunk, CRC-32 included; the bytes are shared, not copied.
  * The peer server's `toRingMessage` is the way back.
@@ -305,7 +320,7 @@ export function ringChunkOf(m: RingMessage): RingChunk {
     offset: BigInt(m.offset),
     count: m.count,
     samples: BigInt(m.samples),
-    dtype: WIRE_DTYPE[m.dtype],
+    dtype: wireDtypeOf(m.dtype),
     data,
     crc32: crc32(data),
   };

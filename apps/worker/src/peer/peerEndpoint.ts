@@ -9,6 +9,11 @@
  * packet is sent), listens on every interface and advertises that address. `--peer-listen` and
  * `--peer-advertise` override either half for NAT and containers, where the address others dial
  * is not one this machine has.
+ *
+ * Under mutual TLS (peerTls.ts) the advertised host is also what the other members check this
+ * worker's certificate against, so the certificate is checked against it before the endpoint
+ * starts: a mismatch found here names the host and the fix, while one found at the first ring
+ * step would only fail that step on another machine.
  */
 import { createSocket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
@@ -21,6 +26,7 @@ import {
   splitHostPort,
 } from '@shardline/protocol';
 import { type PeerServer, startPeerServer } from './peerServer.js';
+import { checkPeerCertificate, type PeerTls, peerServerCredentials } from './peerTls.js';
 
 /** What the worker's settings say about its peer endpoint (`--peer-listen`, `--peer-advertise`). */
 export interface PeerEndpointSettings {
@@ -154,16 +160,23 @@ export interface StartPeerEndpointOptions {
   coordinator: string;
   /** The job's token: every peer call must carry it. */
   token?: string;
+  /**
+   * Serve with mutual TLS (the worker's channel uses TLS with a certificate and `--tls-ca`);
+   * plaintext when absent.
+   */
+  tls?: PeerTls;
   logger: Logger;
   /** Finds the route's local address (default {@link localAddressTowards}). */
   probe?: RouteProbe;
 }
 
 /**
- * Starts the worker's peer endpoint: plaintext (the TLS case has no peer endpoint yet), the
- * channel's token required on every call, and chunks up to the protocol's largest chunk size
- * (every job's `max_chunk_bytes` is at most that; the all-reduce itself then refuses any chunk
- * that is not exactly the size its schedule expects).
+ * Starts the worker's peer endpoint: with mutual TLS when `tls` is given (after checking that
+ * the certificate lists the advertised host and allows server and client authentication;
+ * INVALID_ARGUMENT otherwise), plaintext when not, the channel's token required on every call,
+ * and chunks up to the protocol's largest chunk size (every job's `max_chunk_bytes` is at most
+ * that; the all-reduce itself then refuses any chunk that is not exactly the size its schedule
+ * expects).
  *
  * @example
  * ```ts
@@ -173,9 +186,19 @@ export interface StartPeerEndpointOptions {
  */
 export async function startPeerEndpoint(options: StartPeerEndpointOptions): Promise<PeerEndpoint> {
   const plan = await planPeerEndpoint(options.settings, options.coordinator, options.probe);
+  if (options.tls) {
+    const advertised = options.settings.advertise;
+    checkPeerCertificate(
+      options.tls,
+      advertised === undefined ? plan.advertiseHost : splitHostPort(advertised).host,
+      Number(splitHostPort(advertised ?? plan.listen).port),
+    );
+  }
   const server = await startPeerServer({
     listen: plan.listen,
-    credentials: ServerCredentials.createInsecure(),
+    credentials: options.tls
+      ? peerServerCredentials(options.tls)
+      : ServerCredentials.createInsecure(),
     ...(options.token === undefined ? {} : { token: options.token }),
     maxMessageBytes: MAX_CHUNK_BYTES,
     logger: options.logger,

@@ -31,7 +31,7 @@ import { formatCount, type Logger, ShardlineError, toShardlineError } from '@sha
 import {
   applyServerFlowControlWindow,
   crc32,
-  DataType,
+  type DataType,
   dataTypeToJSON,
   maxMessageBytesFor,
   PeerServiceService,
@@ -48,6 +48,7 @@ import {
   toGrpcStatus,
 } from '@shardline/protocol';
 import type { RingMessage } from '@shardline/training';
+import { ringDtypeOf } from './ringDtype.js';
 
 /** Options of {@link startPeerServer}. */
 export interface PeerServerOptions {
@@ -818,10 +819,11 @@ function phaseOf(phase: RingPhase, where: () => string): RingMessage['phase'] {
 }
 
 function dtypeOf(dtype: DataType, where: () => string): RingMessage['dtype'] {
-  if (dtype === DataType.FLOAT32) return 'float32';
+  const known = ringDtypeOf(dtype);
+  if (known !== undefined) return known;
   throw new ShardlineError(
     'MISMATCH',
-    `${where()} is encoded as ${dataTypeToJSON(dtype)}; this worker's ring takes DATA_TYPE_FLOAT32 only. Run the same Shardline release on every worker.`,
+    `${where()} is encoded as ${dataTypeToJSON(dtype)}; this worker's ring takes DATA_TYPE_FLOAT32, DATA_TYPE_FLOAT16 or DATA_TYPE_BFLOAT16. Run the same Shardline release on every worker.`,
     { details: { found: dtype } },
   );
 }

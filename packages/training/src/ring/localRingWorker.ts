@@ -21,7 +21,7 @@ import { createLocalWorker, type LocalWorkerOptions } from '../localWorker.js';
 import { createMemoryRing, type MemoryRingOptions } from './memoryRing.js';
 import { createReplica, type ReplicaOptimizerSpec } from './replica.js';
 import { ringAllReduce } from './ringAllReduce.js';
-import type { RingLink } from './types.js';
+import type { RingDtype, RingLink } from './types.js';
 
 /**
  * Rings inside one process, by formation id: each member asks for its own link, and the members
@@ -84,6 +84,8 @@ export interface LocalRingWorkerOptions extends Omit<LocalWorkerOptions, 'id'> {
   network: MemoryRingNetwork;
   /** Largest payload of one ring message (default 256 KiB, as the gRPC transport's chunks). */
   maxChunkBytes?: number;
+  /** Encoding of ring traffic (default float32); the same on every member of a job. */
+  dtype?: RingDtype;
 }
 
 /** The default ring chunk: big enough that per-message costs vanish, small enough to pipeline. */
@@ -159,6 +161,7 @@ export function createLocalRingWorker(options: LocalRingWorkerOptions): RingTrai
         step,
         maxChunkBytes,
         signal: stepSignal,
+        ...(options.dtype === undefined ? {} : { dtype: options.dtype }),
       });
       // An abort that came after the last chunk: nothing may be staged for an aborted step.
       stepSignal.throwIfAborted();

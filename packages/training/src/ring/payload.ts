@@ -1,83 +1,92 @@
 /**
  * The bytes ring messages carry and the checksum of a result.
  *
- * Values travel as raw little-endian float32, as every Shardline tensor does (the protocol
- * package's codecs use the same encoding), so a gRPC transport can put `data` into a `bytes`
- * field untouched. On little-endian hosts (x86, ARM) encoding is a view of a fresh copy and
+ * Values travel little-endian in the job's gradient encoding, as every Shardline tensor does
+ * (the protocol package's codecs use the same encodings and the same conversions, from
+ * `@shardline/core/halfFloat`), so a gRPC transport can put `data` into a `bytes` field
+ * untouched. On little-endian hosts (x86, ARM) float32 encoding is a view of a fresh copy and
  * decoding a view, unless the bytes sit at an unaligned offset (protobuf decoders return such
  * slices), where they are copied once.
  */
-import * as zlib from 'node:zlib';
+import { crc32 } from '@shardline/core/crc32';
+import {
+  bfloat16ToFloat32,
+  float16ToFloat32,
+  float32ToBfloat16,
+  float32ToFloat16,
+} from '@shardline/core/halfFloat';
 import type { RingDtype } from './types.js';
 
 const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Bytes per element of each dtype. */
-export const RING_DTYPE_BYTES: Readonly<Record<RingDtype, number>> = { float32: 4 };
+export const RING_DTYPE_BYTES: Readonly<Record<RingDtype, number>> = {
+  float32: 4,
+  float16: 2,
+  bfloat16: 2,
+};
 
-function swap32InPlace(bytes: Uint8Array): Uint8Array {
-  for (let i = 0; i + 3 < bytes.length; i += 4) {
-    const a = bytes[i]!;
-    const b = bytes[i + 1]!;
-    bytes[i] = bytes[i + 3]!;
-    bytes[i + 1] = bytes[i + 2]!;
-    bytes[i + 2] = b;
-    bytes[i + 3] = a;
-  }
+function swapInPlace(bytes: Uint8Array, width: number): Uint8Array {
+  for (let i = 0; i + width <= bytes.length; i += width) bytes.subarray(i, i + width).reverse();
   return bytes;
 }
 
-/**
- * The wire bytes of `values[from, from + count)`: a fresh copy, so the message owns them and
- * the caller may keep writing its working buffer while the message waits in a queue.
- */
-export function encodeFloat32(values: Float32Array, from: number, count: number): Uint8Array {
-  const copy = values.slice(from, from + count);
-  const bytes = new Uint8Array(copy.buffer, copy.byteOffset, copy.byteLength);
-  return HOST_IS_LITTLE_ENDIAN ? bytes : swap32InPlace(bytes);
+function bytesOf(view: ArrayBufferView): Uint8Array {
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 }
 
-/** The float32 values of wire bytes (whose length the caller has checked is a multiple of 4). */
-export function decodeFloat32(bytes: Uint8Array): Float32Array {
-  if (HOST_IS_LITTLE_ENDIAN && bytes.byteOffset % 4 === 0) {
-    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+/**
+ * The wire bytes of `values[from, from + count)` in `dtype` (16-bit encodings round to nearest,
+ * ties to even): fresh memory, so the message owns them and the caller may keep writing its
+ * working buffer while the message waits in a queue.
+ */
+export function encodeValues(
+  values: Float32Array,
+  from: number,
+  count: number,
+  dtype: RingDtype,
+): Uint8Array {
+  const slice = values.subarray(from, from + count);
+  let bytes: Uint8Array;
+  if (dtype === 'float32') bytes = bytesOf(slice.slice());
+  else bytes = bytesOf(dtype === 'float16' ? float32ToFloat16(slice) : float32ToBfloat16(slice));
+  return HOST_IS_LITTLE_ENDIAN ? bytes : swapInPlace(bytes, RING_DTYPE_BYTES[dtype]);
+}
+
+/**
+ * The float32 values of wire bytes in `dtype` (whose length the caller has checked is a whole
+ * number of elements). 16-bit values widen exactly.
+ */
+export function decodeValues(bytes: Uint8Array, dtype: RingDtype): Float32Array {
+  const width = RING_DTYPE_BYTES[dtype];
+  const count = bytes.byteLength / width;
+  if (HOST_IS_LITTLE_ENDIAN && dtype === 'float32' && bytes.byteOffset % 4 === 0) {
+    return new Float32Array(bytes.buffer, bytes.byteOffset, count);
   }
   const aligned = new Uint8Array(bytes.byteLength);
   aligned.set(bytes);
-  if (!HOST_IS_LITTLE_ENDIAN) swap32InPlace(aligned);
-  return new Float32Array(aligned.buffer, 0, bytes.byteLength / 4);
+  if (!HOST_IS_LITTLE_ENDIAN) swapInPlace(aligned, width);
+  if (dtype === 'float32') return new Float32Array(aligned.buffer, 0, count);
+  const bits = new Uint16Array(aligned.buffer, 0, count);
+  return dtype === 'float16' ? float16ToFloat32(bits) : bfloat16ToFloat32(bits);
 }
 
-type Crc32 = (data: Uint8Array, value?: number) => number;
-// zlib.crc32 exists from Node 20.15 on; the package supports 20.11, hence the table fallback.
-const zlibCrc32 = (zlib as { crc32?: Crc32 }).crc32;
-let crcTable: Uint32Array | undefined;
-
-function portableCrc32(data: Uint8Array): number {
-  if (!crcTable) {
-    crcTable = new Uint32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[n] = c >>> 0;
-    }
-  }
-  let crc = 0xffffffff;
-  for (let i = 0; i < data.length; i++) crc = crcTable[(crc ^ data[i]!) & 0xff]! ^ (crc >>> 8);
-  return (crc ^ 0xffffffff) >>> 0;
+/**
+ * Rounds `values` in place to the nearest values of `dtype` (a no-op for float32): what an
+ * owner does to its own segment, so that it keeps exactly the bits its all-gather hands out.
+ */
+export function roundToDtype(values: Float32Array, dtype: RingDtype): void {
+  if (dtype === 'float32') return;
+  values.set(decodeValues(encodeValues(values, 0, values.length, dtype), dtype));
 }
 
 /**
  * CRC-32 (the zlib polynomial) of the little-endian bytes of `values`, as 8 hex digits. Cheap
- * (about 1 ms for 5.6 MB with zlib) and enough to tell members apart that ended with different
- * bytes: it guards against bugs and rogue peers, not against an adversary forging collisions.
+ * (under 1 ms for 5.6 MB) and enough to tell members apart that ended with different bytes: it
+ * guards against bugs and rogue peers, not against an adversary forging collisions.
  */
 export function float32Checksum(values: Float32Array): string {
-  let bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  if (!HOST_IS_LITTLE_ENDIAN) bytes = swap32InPlace(bytes.slice());
-  const crc = zlibCrc32 ? zlibCrc32(bytes) >>> 0 : portableCrc32(bytes);
-  return crc.toString(16).padStart(8, '0');
+  let bytes = bytesOf(values);
+  if (!HOST_IS_LITTLE_ENDIAN) bytes = swapInPlace(bytes.slice(), 4);
+  return crc32(bytes).toString(16).padStart(8, '0');
 }
-
-/** The portable CRC-32, exported for a test that compares it with zlib's. */
-export const crc32ForTest: (data: Uint8Array) => number = portableCrc32;

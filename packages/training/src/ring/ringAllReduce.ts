@@ -19,9 +19,22 @@
  * Why the sample counts ride along: every reduce-scatter message carries the number of samples
  * behind its partial sum, so the owner learns the total with no extra round trip, and every
  * all-gather message carries that total, which each receiver checks against its own.
+ *
+ * 16-bit traffic (`float16`, `bfloat16`: half the bytes) carries partial *means* instead of
+ * partial sums: each member folds its gradient in as (s x m + n x g) / (s + n), so every value on
+ * the wire stays at gradient scale (a sum of n x g would leave float16's range, 65504, at a few
+ * hundred samples), and the owner's last fold is the average itself. The owner then rounds its
+ * segment to the wire's dtype before handing it out, so it keeps exactly the bits the others
+ * receive, and every replica stays bit-identical as with float32.
  */
 import { formatCount, ShardlineError, toShardlineError } from '@shardline/core';
-import { decodeFloat32, encodeFloat32, float32Checksum, RING_DTYPE_BYTES } from './payload.js';
+import {
+  decodeValues,
+  encodeValues,
+  float32Checksum,
+  RING_DTYPE_BYTES,
+  roundToDtype,
+} from './payload.js';
 import { type PlannedChunk, planRing, type RingPlan } from './plan.js';
 import type { RingDtype, RingLink, RingMessage } from './types.js';
 
@@ -52,8 +65,9 @@ export interface RingAllReduceOptions {
   /** Aborting it rejects the call promptly with `signal.reason` and tears the ring down. */
   signal?: AbortSignal;
   /**
-   * Encoding of the values on the wire. Only `float32` today; the hook exists so that the
-   * `--gradient-dtype float16|bfloat16` compression can be added without changing callers.
+   * Encoding of the values on the wire (default `float32`). `float16` and `bfloat16` halve the
+   * traffic; every member must pass the same dtype (a message in another one is refused). The
+   * result is then the average rounded to that dtype, still bit-identical on every member.
    */
   dtype?: RingDtype;
 }
@@ -95,7 +109,9 @@ export interface RingResult {
  * Float32 rounding: each element's sum is formed in ring order (a fixed order per segment), so
  * the result differs from `averageGradients` (the star mode's average) only in rounding: at most about
  * (2N + 1) x 2^-24 x sum(w_i |g_i|) with w_i = n_i / sum(n). Sample counts up to 2^29 keep
- * n_i x g_i exact before it is rounded once to float32.
+ * n_i x g_i exact before it is rounded once to float32. With a 16-bit dtype each of the N - 1
+ * hops and the final value round to that dtype (2^-11 relative for float16, 2^-8 for bfloat16),
+ * as the star mode's 16-bit gradients round once per worker.
  *
  * @example
  * ```ts
@@ -169,7 +185,9 @@ function checkOptions(o: RingAllReduceOptions): void {
     throw invalid('gradient must be a Float32Array.', {});
   }
   if (!Object.hasOwn(RING_DTYPE_BYTES, dtype)) {
-    throw invalid(`dtype ${String(dtype)} is not supported; use float32.`, { dtype });
+    throw invalid(`dtype ${String(dtype)} is not supported; use float32, float16 or bfloat16.`, {
+      dtype,
+    });
   }
   const width = RING_DTYPE_BYTES[dtype];
   if (!Number.isSafeInteger(o.maxChunkBytes) || o.maxChunkBytes < width) {
@@ -301,7 +319,7 @@ class RingRun {
       } else {
         // Send i forwards what receive i - lead produced (see planRing).
         await this.receivedAtLeast(i - plan.lead + 1);
-        data = encodeFloat32(this.work, c.offset, c.count);
+        data = encodeValues(this.work, c.offset, c.count, this.dtype);
         samples =
           c.phase === 'reduce-scatter'
             ? this.partialSamples[c.round - 1]! + o.sampleCount
@@ -326,16 +344,21 @@ class RingRun {
     }
   }
 
-  /** n_r x g_r for a chunk of this member's own segment: the start of that segment's sum. */
+  /**
+   * The start of a segment's reduction, from this member's own gradient: n_r x g_r (a partial
+   * sum) in float32, g_r itself (a partial mean over n_r samples) in 16 bits.
+   */
   private ownContribution(c: PlannedChunk): Uint8Array {
     const { gradient: g, sampleCount: n } = this.o;
     const values = new Float32Array(c.count);
     // A member without samples sends zeros: its gradient may be garbage, and 0 x NaN is NaN.
     if (n > 0) {
-      for (let i = 0; i < c.count; i++) values[i] = n * g[c.offset + i]!;
-      this.checkLocalSum(values, c.offset);
+      if (this.dtype === 'float32')
+        for (let i = 0; i < c.count; i++) values[i] = n * g[c.offset + i]!;
+      else values.set(g.subarray(c.offset, c.offset + c.count));
+      this.checkLocal(values, c.offset);
     }
-    return encodeFloat32(values, 0, c.count);
+    return encodeValues(values, 0, c.count, this.dtype);
   }
 
   private async receiveAll(): Promise<void> {
@@ -348,8 +371,10 @@ class RingRun {
       if (expected.phase === 'all-gather') {
         // A copy of the owner's bytes, bit for bit: this is why every replica ends identical.
         this.work.set(values, expected.offset);
-      } else {
+      } else if (this.dtype === 'float32') {
         this.accumulate(values, expected.offset, expected.round === last);
+      } else {
+        this.foldMean(values, message.samples, expected.offset, expected.round === last);
       }
       this.received = i + 1;
       if (this.waiter && this.received >= this.waiter.need) {
@@ -372,7 +397,7 @@ class RingRun {
     const end = offset + values.length;
     if (n > 0) {
       for (let i = 0; i < values.length; i++) w[offset + i] = values[i]! + n * g[offset + i]!;
-      this.checkLocalSum(w.subarray(offset, end), offset);
+      this.checkLocal(w.subarray(offset, end), offset);
     } else {
       w.set(values, offset);
     }
@@ -382,17 +407,51 @@ class RingRun {
     else w.fill(0, offset, end);
   }
 
-  /** A sum of finite values can still overflow float32: that is this member's fault to report. */
-  private checkLocalSum(values: Float32Array, offset: number): void {
+  /**
+   * The 16-bit reduce-scatter: work = (s x m + n x g) / (s + n), the mean over the s samples
+   * behind the received partial mean m and this member's n. Formed in float64, where n x g and
+   * s x m are exact, and rounded once to float32. With n = 0 it is m, with s = 0 it is g,
+   * exactly. In the owner's last round (`final`) the result is the average, which the owner
+   * rounds to the wire's dtype: the bits its all-gather will hand to everyone.
+   */
+  private foldMean(values: Float32Array, s: number, offset: number, final: boolean): void {
+    const { gradient: g, sampleCount: n } = this.o;
+    const w = this.work;
+    const end = offset + values.length;
+    const t = s + n;
+    if (n === 0) w.set(values, offset);
+    else
+      for (let i = 0; i < values.length; i++)
+        w[offset + i] = (s * values[i]! + n * g[offset + i]!) / t;
+    const segment = w.subarray(offset, end);
+    if (final) roundToDtype(segment, this.dtype);
+    // What this member hands on next (forwarded partial mean, or the owner's average) must fit.
+    this.checkLocal(segment, offset);
+  }
+
+  /**
+   * Values this member is about to hand on must be finite: a sum of finite values can still
+   * overflow float32, and a finite float32 value can overflow float16's range (65504). Either
+   * is this member's fault to report, before a neighbour refuses it and blames the wrong member.
+   */
+  private checkLocal(values: Float32Array, offset: number): void {
+    const float32 = this.dtype === 'float32';
+    const limit = this.dtype === 'float16' ? 65504 : Number.MAX_VALUE;
     for (let i = 0; i < values.length; i++) {
       const v = values[i]!;
-      if (v - v !== 0) {
+      if (v - v !== 0 || Math.abs(v) > limit) {
         throw new ShardlineError(
           'NUMERIC',
-          `Ring all-reduce, step ${this.o.step}, rank ${this.o.rank}: the sample-weighted sum ` +
-            `overflowed float32 at index ${formatCount(offset + i)} (${v}). The gradients are ` +
-            'too large: lower the learning rate or clip the gradients.',
-          { details: { step: this.o.step, rank: this.o.rank, index: offset + i } },
+          `Ring all-reduce, step ${this.o.step}, rank ${this.o.rank}: ` +
+            (float32
+              ? `the sample-weighted sum overflowed float32 at index ${formatCount(offset + i)} (${v}). `
+              : `the value ${v} at index ${formatCount(offset + i)} does not fit ${this.dtype} ` +
+                `(largest finite: ${this.dtype === 'float16' ? '65504' : 'about 3.4e38'}). `) +
+            'The gradients are too large: lower the learning rate or clip the gradients' +
+            (this.dtype === 'float16' ? ', or use --gradient-dtype bfloat16 or float32.' : '.'),
+          {
+            details: { step: this.o.step, rank: this.o.rank, index: offset + i, dtype: this.dtype },
+          },
         );
       }
     }
@@ -463,7 +522,7 @@ class RingRun {
       );
     }
     this.checkSamples(m, e);
-    const values = decodeFloat32(m.data);
+    const values = decodeValues(m.data, this.dtype);
     for (let i = 0; i < values.length; i++) {
       const v = values[i]!;
       if (v - v !== 0) {

@@ -10,12 +10,11 @@
 export type RingPhase = 'reduce-scatter' | 'all-gather';
 
 /**
- * How a message's `data` encodes its values. Only `float32` (raw little-endian IEEE 754 single
- * precision, 4 bytes per element) exists today. The message already carries the dtype and keeps
- * `count` in elements, not bytes, so 16-bit payloads (`float16`, `bfloat16`, 2 bytes per
- * element) can be added to this union without changing any other field.
+ * How a message's `data` encodes its values, little-endian: `float32` (IEEE 754 single
+ * precision, 4 bytes per element), or the job's `--gradient-dtype` compression `float16` /
+ * `bfloat16` (2 bytes per element, half the traffic). `count` is in elements, not bytes.
  */
-export type RingDtype = 'float32';
+export type RingDtype = 'float32' | 'float16' | 'bfloat16';
 
 /**
  * One chunk of one segment in one round, as it travels from a member to its right neighbour.
