@@ -89,3 +89,28 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
+
+/**
+ * Resolves with the first JSON log record on `process`'s stderr (`--log-format json`) that
+ * satisfies `match`; rejects when the process exits first.
+ */
+export async function logged(
+  process: TestProcess,
+  match: (record: Record<string, unknown>) => boolean,
+): Promise<Record<string, unknown>> {
+  for (;;) {
+    for (const line of process.stderr().split('\n')) {
+      if (!line.startsWith('{')) continue;
+      try {
+        const record = JSON.parse(line) as Record<string, unknown>;
+        if (match(record)) return record;
+      } catch {
+        // A line still being written.
+      }
+    }
+    if (process.child.exitCode !== null || process.child.signalCode !== null) {
+      throw new Error(`exited before the expected log line: ${process.stderr().slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -8,7 +8,14 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { killStarted, startProcess, type TestProcess, within, workerCli } from './processes.js';
+import {
+  killStarted,
+  logged,
+  startProcess,
+  type TestProcess,
+  within,
+  workerCli,
+} from './processes.js';
 import { cliPath, runCli } from './runCli.js';
 
 let out: string;
@@ -47,28 +54,6 @@ const sha256 = async (path: string) =>
   createHash('sha256')
     .update(await readFile(path))
     .digest('hex');
-
-/** Resolves once `process` logged a JSON record on stderr that satisfies `match`. */
-async function logged(
-  process: TestProcess,
-  match: (record: Record<string, unknown>) => boolean,
-): Promise<Record<string, unknown>> {
-  for (;;) {
-    for (const line of process.stderr().split('\n')) {
-      if (!line.startsWith('{')) continue;
-      try {
-        const record = JSON.parse(line) as Record<string, unknown>;
-        if (match(record)) return record;
-      } catch {
-        // A line still being written.
-      }
-    }
-    if (process.child.exitCode !== null || process.child.signalCode !== null) {
-      throw new Error(`exited before the expected log line: ${process.stderr().slice(-2000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('--exchange ring', () => {
   it('trains with three local workers whose replicas agree at every epoch, as star does within a point, and float16 traffic halves the bytes', {

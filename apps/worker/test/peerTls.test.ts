@@ -8,15 +8,9 @@
  * two members all-reduce over TLS; and a handshake failure between members fails the step on
  * both sides promptly, naming the neighbour's address and what to change.
  */
-import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
+
+import { credentials, status } from '@grpc/grpc-js';
 import { createLogger, isShardlineError, type Logger, silentLogger } from '@shardline/core';
-import {
-  CHANNEL_OPTIONS,
-  createTokenInterceptor,
-  DataType,
-  PeerServiceClient,
-  RingPhase,
-} from '@shardline/protocol';
 import { type RingResult, ringAllReduce } from '@shardline/training';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createGrpcRingLink, type GrpcRingLink } from '../src/peer/grpcRingLink.js';
@@ -31,6 +25,7 @@ import {
 } from '../src/peer/peerTls.js';
 import { peerTlsGap, resolveWorkerChannel, type WorkerChannel } from '../src/security.js';
 import { makeTestCertificates, type TestCertificates } from './certificates.js';
+import { ringCall } from './peerProbe.js';
 
 const TOKEN = 'peer-tls-token-0123456789abcdef';
 /** How long both members may take to settle after a failed handshake, on a loaded machine. */
@@ -91,45 +86,6 @@ async function endpoint(tls: PeerTls | undefined): Promise<PeerEndpoint> {
   });
   cleanups.push(() => peer.close());
   return peer;
-}
-
-/**
- * A Ring call that sends a chunk before any hello: an endpoint that lets the call through TLS
- * and the token check refuses it with INVALID_ARGUMENT at once, so that status means "got in".
- */
-function ringCall(address: string, creds = credentials.createInsecure()): Promise<ServiceError> {
-  const client = new PeerServiceClient(address, creds, {
-    ...CHANNEL_OPTIONS,
-    interceptors: [createTokenInterceptor(TOKEN)],
-  });
-  return new Promise<ServiceError>((resolve, reject) => {
-    const call = client.ring(new Metadata(), { deadline: Date.now() + 10_000 }, (error) => {
-      client.close();
-      if (error) resolve(error);
-      else reject(new Error('the call succeeded'));
-    });
-    call.on('error', () => {});
-    const data = Buffer.alloc(16);
-    call.write({
-      kind: {
-        $case: 'chunk',
-        value: {
-          step: 0n,
-          phase: RingPhase.REDUCE_SCATTER,
-          round: 0,
-          segment: 0,
-          chunk: 0,
-          offset: 0n,
-          count: 4,
-          samples: 1n,
-          dtype: DataType.FLOAT32,
-          data,
-          crc32: 0,
-        },
-      },
-    });
-    call.end();
-  });
 }
 
 describe('the certificate a worker serves its peer endpoint with and dials its peers with', () => {
@@ -239,16 +195,21 @@ describe('which TLS channels serve a peer endpoint', () => {
       records.find((r) => r.msg === 'peer endpoint listening' && r.level === 'info'),
     ).toMatchObject({ tls: true });
 
-    const admitted = await ringCall(peer.advertised, peerChannelCredentials(peerTls('peer-b')));
+    const admitted = await ringCall(
+      peer.advertised,
+      TOKEN,
+      peerChannelCredentials(peerTls('peer-b')),
+    );
     expect(admitted.code).toBe(status.INVALID_ARGUMENT);
     const ca = certs.read('ca');
     const refused = await Promise.all([
-      ringCall(peer.advertised, credentials.createSsl(ca)),
+      ringCall(peer.advertised, TOKEN, credentials.createSsl(ca)),
       ringCall(
         peer.advertised,
+        TOKEN,
         credentials.createSsl(ca, certs.read('stranger', 'key'), certs.read('stranger')),
       ),
-      ringCall(peer.advertised),
+      ringCall(peer.advertised, TOKEN),
     ]);
     expect(refused.map((e) => e.code)).toEqual(Array(3).fill(status.UNAVAILABLE));
     // No certificate: the server says so in the handshake, and the message says what to do.
