@@ -6,6 +6,7 @@
 import { resolve } from 'node:path';
 import { type Logger, readWeights, selectBackend, writeWeights } from '@shardline/core';
 import { createLocalWorker, fixedMembership, runSynchronousTraining } from '@shardline/training';
+import type { DataObserver } from './dashboard/runDashboard.js';
 import {
   checkpointOptions,
   finishRun,
@@ -14,25 +15,33 @@ import {
   type RunControl,
   type TrainResult,
 } from './job.js';
+import { recordRunEvents } from './report/recorder.js';
 import type { Reporter } from './reporter.js';
 import { prepareOutDir } from './runOutputs.js';
 import type { TrainConfig } from './trainConfig.js';
 
 export type { TrainResult } from './job.js';
 
-/** Runs a whole training job in this process. Resolves when it finished or stopped; rejects with a ShardlineError. */
+/**
+ * Runs a whole training job in this process. Resolves when it finished or stopped; rejects with a
+ * ShardlineError. `dashboard` (the run's, when it has one) gets the test set to show images from.
+ */
 export async function trainInProcess(
   config: TrainConfig,
-  reporter: Reporter,
+  given: Reporter,
   logger: Logger,
   control: RunControl = {},
   sources: JobSources = {},
+  dashboard?: DataObserver,
 ): Promise<TrainResult> {
   const started = Date.now();
+  // Every event also goes to <out>/events.jsonl, the record report.html is built from.
+  const reporter = recordRunEvents(given, logger);
   const outDir = await prepareOutDir(resolve(config.out), config.resume);
   try {
     const selection = await selectBackend(config.backend, { logger });
     const { data, resolved, layout } = await prepareJobInputs(config, 'all', logger, sources);
+    dashboard?.serveTestImages(data.testSet);
     const { train, test } = data.splits!;
     const classNames = data.classNames;
     const model = resolved.model;
@@ -65,6 +74,7 @@ export async function trainInProcess(
       optimizer: config.optimizer,
       seed: config.seed,
       steps_per_epoch: Math.ceil(train.count / config.batchSize),
+      class_names: [...classNames],
       out: outDir.path,
       ...(checkpoints.resume ? { resumed_from_step: checkpoints.resume.step } : {}),
     });

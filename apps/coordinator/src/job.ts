@@ -8,6 +8,7 @@ import type * as tf from '@tensorflow/tfjs';
 import { assertResumable, readLatestCheckpoint, writeCheckpoint } from './checkpoints.js';
 import { type InMemoryDataset, type JobData, loadJobData } from './jobData.js';
 import { type JobModel, type JobPlugin, type ModelSource, resolveJobModel } from './jobModel.js';
+import { writeReportAfterRun } from './report/report.js';
 import type { Reporter } from './reporter.js';
 import { writeRunOutputs } from './runOutputs.js';
 import type { TrainConfig } from './trainConfig.js';
@@ -170,5 +171,8 @@ export async function finishRun(options: {
   });
   const last = result.history[result.history.length - 1]!;
   reporter.done({ ...last, model_path: outputs.modelPath, summary_path: outputs.summaryPath });
+  // After `done`, so the report reads the whole record, as `report <out>` later does; a report
+  // that cannot be built is a warning, not a failed run.
+  await writeReportAfterRun(out, logger);
   return { completed: true, history: result.history, ...outputs };
 }

@@ -41,6 +41,11 @@ export interface JobData {
   readonly splits?: { readonly train: ImageSet; readonly test: ImageSet };
   /** The test labels, for the per-class checks of evaluation reports, when known here. */
   readonly testLabels?: Uint8Array;
+  /**
+   * The test images (after --limit-test), when this process has them: `splits.test`, or a built-in
+   * dataset's local copy in distributed mode. The dashboard shows misclassified ones from it.
+   */
+  readonly testSet?: ImageSet;
   /** Where a built-in dataset's files were found (`started` event), when loaded. */
   readonly location?: string;
   /** An image folder: what the job tells workers, and the decoded file FetchDataset sends. */
@@ -172,6 +177,7 @@ async function loadBuiltin(
     testCount: data.test.count,
     splits: { train: data.train, test: data.test },
     testLabels: data.test.labels,
+    testSet: data.test,
     location: data.source.location.dir,
   };
 }
@@ -179,7 +185,7 @@ async function loadBuiltin(
 async function describeBuiltin(config: TrainConfig, logger: Logger): Promise<JobData> {
   const d = getDataset(config.dataset);
   const count = (all: number, limit: number) => (limit > 0 ? Math.min(limit, all) : all);
-  let testLabels: Uint8Array | undefined;
+  let testSet: ImageSet | undefined;
   try {
     // One training image: the rest is not copied and can be collected at once.
     const local = await loadDataset(config.dataset, {
@@ -187,7 +193,9 @@ async function describeBuiltin(config: TrainConfig, logger: Logger): Promise<Job
       limitTrain: 1,
       download: false,
     });
-    testLabels = local.test.labels;
+    // Kept whole (10,000 Fashion-MNIST images are 7.8 MB): the labels check evaluations, the
+    // images are what the dashboard shows of the test images the model gets wrong.
+    testSet = local.test;
   } catch (error) {
     logger.info('no local copy of the test labels: evaluations are checked by count only', {
       dataset: config.dataset,
@@ -198,7 +206,7 @@ async function describeBuiltin(config: TrainConfig, logger: Logger): Promise<Job
     ...describeDescriptor(d),
     trainCount: count(d.train.count, config.limitTrain),
     testCount: count(d.test.count, config.limitTest),
-    ...(testLabels ? { testLabels } : {}),
+    ...(testSet ? { testLabels: testSet.labels, testSet } : {}),
   };
 }
 
@@ -258,6 +266,7 @@ function describeDecoded(
     testCount: test.count,
     splits: { train, test },
     testLabels: test.labels,
+    testSet: test,
     folder: {
       cachePath: loaded.cachePath,
       spec: {

@@ -27,17 +27,26 @@ import {
   settingOptionDescription,
 } from '@shardline/core/settings/commander';
 import { Command, CommanderError } from 'commander';
+import {
+  checkDashboard,
+  type DashboardSettings,
+  isExposed,
+  reservedPorts,
+} from './dashboard/address.js';
+import { openRunDashboard } from './dashboard/runDashboard.js';
 import { checkHealthListen } from './distributed/healthListen.js';
 import type { ServerSecurityFlags } from './distributed/security.js';
 import { type DistributedSettings, trainDistributed } from './distributed/trainDistributed.js';
 import { trainInProcess } from './inProcess.js';
 import { addEvaluateCommand, addPredictCommand } from './inspectCommands.js';
+import { addReportCommand } from './report/command.js';
 import { createJsonReporter, createTextReporter, type ReporterStreams } from './reporter.js';
 import {
   checkInProcessExchange,
   type TRAIN_SETTINGS,
   TRAIN_SETTINGS_MODEL,
   type TrainConfig,
+  toDashboardSettings,
   toDistributedSettings,
   toTrainConfig,
 } from './trainConfig.js';
@@ -55,6 +64,8 @@ export interface TrainFlags {
   outGiven: boolean;
   logLevel: LogLevel;
   distributed: DistributedSettings;
+  /** Where the run's dashboard listens (`--dashboard`); absent when it is off. */
+  dashboard?: DashboardSettings;
 }
 
 /** Where the CLI reads its environment; defaults to this process's. */
@@ -94,6 +105,7 @@ export function buildProgram(
   addTrainCommand(program, streams, context, onTrain);
   addEvaluateCommand(program, streams, context);
   addPredictCommand(program, streams, context);
+  addReportCommand(program, streams);
   return program;
 }
 
@@ -142,17 +154,19 @@ function resolveTrainSettings(
 /** The settings of `train` that are not part of the job's config. */
 function toTrainFlags(resolved: ResolvedTrainSettings): TrainFlags {
   const s = resolved.settings;
+  const dashboard = toDashboardSettings(s, sourceOf(resolved, 'dashboard').kind === 'default');
   return {
     inProcess: s.inProcess,
     outGiven: sourceOf(resolved, 'out').kind !== 'default',
     logLevel: s.logLevel,
     distributed: toDistributedSettings(s),
+    ...(dashboard ? { dashboard } : {}),
   };
 }
 
 /**
  * Refuses settings that cannot work together, before anything is created: a --health-listen
- * that cannot work, --resume without --out, --exchange ring with --in-process.
+ * or a --dashboard that cannot work, --resume without --out, --exchange ring with --in-process.
  */
 function checkTrainSettings(config: TrainConfig, flags: TrainFlags): void {
   checkInProcessExchange(config.exchange, flags.inProcess);
@@ -161,6 +175,7 @@ function checkTrainSettings(config: TrainConfig, flags: TrainFlags): void {
     listen: flags.distributed.listen,
     inProcess: flags.inProcess,
   });
+  checkDashboard(flags.dashboard, jobPorts(flags));
   if (config.resume && !flags.outGiven) {
     throw new ShardlineError(
       'INVALID_ARGUMENT',
@@ -203,29 +218,66 @@ async function runTrain(
   flags: TrainFlags,
   streams: ReporterStreams,
 ): Promise<void> {
+  const printer =
+    config.logFormat === 'json' ? createJsonReporter(streams) : createTextReporter(streams);
+  // Everything else printed during the run goes through the reporter's streams, which keep log
+  // lines out of its progress bar.
+  const output = printer.output ?? streams;
   const logger = createLogger({
     level: flags.logLevel,
     format: config.logFormat,
-    sink: streams.stderr,
+    sink: output.stderr,
   });
-  const reporter =
-    config.logFormat === 'json' ? createJsonReporter(streams) : createTextReporter(streams);
+  // First, so that its URL is the run's first log line, and the page is up while data loads.
+  const dashboard = await openRunDashboard(flags.dashboard, {
+    logger,
+    reservedPorts: reservedPorts(jobPorts(flags)),
+  });
+  const reporter = dashboard.observe(printer);
   if (flags.inProcess && flags.distributed.security) {
-    warnIgnoredSecurity(flags.distributed.security, logger);
+    warnIgnoredSecurity(flags.distributed.security, logger, flags.dashboard);
   }
-  const stop = listenForStop(logger, streams);
+  const stop = listenForStop(logger, output);
   try {
     const result = flags.inProcess
-      ? await trainInProcess(config, reporter, logger, stop.control)
-      : await trainDistributed(config, flags.distributed, reporter, logger, streams, stop.control);
+      ? await trainInProcess(config, reporter, logger, stop.control, {}, dashboard)
+      : await trainDistributed(
+          config,
+          flags.distributed,
+          reporter,
+          logger,
+          output,
+          stop.control,
+          {},
+          dashboard,
+        );
+    reporter.close?.();
     if (!result.completed) {
       streams.stderr.write(
         `shardline-coordinator: stopped before the end; a checkpoint is in ${config.out}. Continue with the same flags plus --out ${config.out} --resume.\n`,
       );
     }
+  } catch (error) {
+    dashboard.failed(error);
+    throw error;
   } finally {
+    // A failed run's reason follows on stderr: not onto the end of a half-drawn bar.
+    reporter.close?.();
     stop.dispose();
+    // After the run's last event: the page gets the final state before the server goes.
+    await dashboard.close();
   }
+}
+
+/** The ports a run binds besides the dashboard's: --listen and --health-listen (distributed). */
+function jobPorts(flags: TrainFlags): { listen?: string; healthListen?: string } {
+  if (flags.inProcess) return {};
+  return {
+    listen: flags.distributed.listen,
+    ...(flags.distributed.healthListen === undefined
+      ? {}
+      : { healthListen: flags.distributed.healthListen }),
+  };
 }
 
 /**
@@ -266,13 +318,19 @@ function listenForStop(
 }
 
 /**
- * With --in-process nothing listens, so channel security has nothing to protect: say so rather
- * than let someone believe a token or TLS is in force. A warning, not an error, because the token
- * may come from a SHARDLINE_TOKEN meant for other runs.
+ * With --in-process no gRPC port listens, so channel security has nothing to protect: say so
+ * rather than let someone believe a token or TLS is in force. A warning, not an error, because
+ * the token may come from a SHARDLINE_TOKEN meant for other runs. The token still guards a
+ * dashboard beyond loopback.
  */
-function warnIgnoredSecurity(security: ServerSecurityFlags, logger: Logger): void {
+function warnIgnoredSecurity(
+  security: ServerSecurityFlags,
+  logger: Logger,
+  dashboard: DashboardSettings | undefined,
+): void {
+  const tokenUsed = dashboard !== undefined && isExposed(dashboard.address);
   const ignored = [
-    security.token === undefined ? undefined : '--token/--token-file',
+    security.token === undefined || tokenUsed ? undefined : '--token/--token-file',
     security.tlsCert === undefined ? undefined : '--tls-cert',
     security.tlsKey === undefined ? undefined : '--tls-key',
     security.tlsCa === undefined ? undefined : '--tls-ca',
@@ -280,7 +338,7 @@ function warnIgnoredSecurity(security: ServerSecurityFlags, logger: Logger): voi
   ].filter((flag) => flag !== undefined);
   if (ignored.length > 0) {
     logger.warn(
-      `${ignored.join(', ')} ignored: --in-process trains in this process and listens on no port, so there is no channel to secure`,
+      `${ignored.join(', ')} ignored: --in-process trains in this process and serves no gRPC port, so there is no channel to secure`,
     );
   }
 }

@@ -1,14 +1,16 @@
 /**
  * What a finished run leaves under `--out`: the trained model in the TensorFlow.js layers
  * format (`model/model.json` + `model/weights.bin`) and `summary.json`, a machine-readable
- * account of the run. Both are written atomically.
+ * account of the run. Both are written atomically. Beside them, the run record `events.jsonl`
+ * (written as the run goes, report/recorder.ts) and, built from both, `report.html` with
+ * `plots/*.svg` (report/report.ts).
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ParamLayout, ShardlineError, writeFileAtomic } from '@shardline/core';
 import type { ClassificationReport } from '@shardline/metrics';
-import { saveModel } from '@shardline/models';
+import { type ModelSummary, saveModel, summary as summarizeModel } from '@shardline/models';
 import type { EpochMetrics } from '@shardline/training';
 import type * as tf from '@tensorflow/tfjs';
 import type { JobData } from './jobData.js';
@@ -32,6 +34,32 @@ export interface RunRecord {
   rejectedReports?: Readonly<Record<string, number>>;
 }
 
+/** The run summary's file name under `--out`. */
+export const SUMMARY_FILE = 'summary.json';
+
+/**
+ * summary.json as {@link writeRunOutputs} writes it (version 1). Fields added since version 1
+ * came out are optional: a summary written before them lacks them.
+ */
+export interface RunSummaryFile {
+  version: 1;
+  /** ISO time the outputs were written. */
+  finishedAt: string;
+  /** Seconds from this process's start of the job to its outputs (its last session, if resumed). */
+  seconds: number;
+  backend: string;
+  config: TrainConfig;
+  parameters: number;
+  layoutFingerprint: string;
+  history: EpochMetrics[];
+  final: EpochMetrics | undefined;
+  evaluation: ClassificationReport;
+  rejectedReports?: Readonly<Record<string, number>>;
+  modelPath: string;
+  /** The model's layers, output shapes and parameter counts (Keras's `model.summary()`). */
+  modelSummary?: ModelSummary;
+}
+
 /** Saves the model and the run summary under `out`; returns their paths. */
 export async function writeRunOutputs(
   out: string,
@@ -41,8 +69,8 @@ export async function writeRunOutputs(
   const modelPath = join(out, 'model');
   const last = record.history[record.history.length - 1];
   await saveModel(model, modelPath, { metadata: { run: savedRunMetadata(record) } });
-  const summaryPath = join(out, 'summary.json');
-  const summary = {
+  const summaryPath = join(out, SUMMARY_FILE);
+  const summary: RunSummaryFile = {
     version: 1,
     finishedAt: new Date().toISOString(),
     seconds: record.seconds,
@@ -55,6 +83,9 @@ export async function writeRunOutputs(
     evaluation: record.evaluation,
     ...(record.rejectedReports ? { rejectedReports: record.rejectedReports } : {}),
     modelPath,
+    // Recorded here, where the model is at hand, so the report needs no tfjs (or plugins) to
+    // describe it.
+    modelSummary: summarizeModel(model),
   };
   await writeFileAtomic(summaryPath, `${JSON.stringify(summary, null, 2)}\n`);
   return { modelPath, summaryPath };

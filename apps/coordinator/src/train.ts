@@ -6,12 +6,14 @@
  */
 import { createLogger, type Logger, ShardlineError } from '@shardline/core';
 import { resolveSettings } from '@shardline/core/settings';
+import { checkDashboard, parseDashboard, reservedPorts } from './dashboard/address.js';
+import { openRunDashboard, type RunDashboard } from './dashboard/runDashboard.js';
 import { type DistributedSettings, trainDistributed } from './distributed/trainDistributed.js';
 import { trainInProcess } from './inProcess.js';
-import type { JobSources, TrainResult } from './job.js';
+import type { JobSources, RunControl, TrainResult } from './job.js';
 import type { InMemoryDataset } from './jobData.js';
 import type { ModelBuildContext, ModelSource } from './jobModel.js';
-import { createEventReporter, type TrainEvent } from './reporter.js';
+import { createEventReporter, type Reporter, type TrainEvent } from './reporter.js';
 import {
   checkInProcessExchange,
   TRAIN_SETTINGS_MODEL,
@@ -43,6 +45,13 @@ export interface TrainOptions
   logger?: Logger;
   /** Stops the run after the current step, with a checkpoint (resume with `resume: true`). */
   signal?: AbortSignal;
+  /**
+   * Serve the live dashboard and Prometheus `/metrics` at this `host:port` (port 0: any free
+   * one), as `--dashboard` does; its URL comes in the `started` event's `dashboard` field.
+   * Default `off` here, unlike the CLI: a program should not open a port it did not ask for.
+   * Beyond loopback it needs `distributed.security.token`.
+   */
+  dashboard?: string;
 }
 
 /** The CLI's defaults, read from its settings table with no flags, variables or config file. */
@@ -80,6 +89,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     onEvent,
     logger: givenLogger,
     signal,
+    dashboard: dashboardAddress,
     ...overrides
   } = options;
   const defaults = defaultSettings();
@@ -113,16 +123,71 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   }
   const logger =
     givenLogger ?? createLogger({ level: 'warn', format: 'text', sink: process.stderr });
-  const reporter = createEventReporter(onEvent ?? (() => {}));
   const sources: JobSources = {
     ...(model !== undefined && typeof model !== 'string' ? { model } : {}),
     ...(sets ? { sets } : {}),
   };
   const control = signal ? { shouldStop: () => signal.aborted, stopSignal: signal } : {};
-  if (inProcess) {
-    checkInProcessExchange(config.exchange, true);
-    return trainInProcess(config, reporter, logger, control, sources);
+  if (inProcess) checkInProcessExchange(config.exchange, true);
+  const address = dashboardOption(dashboardAddress);
+  const token = distributed?.security?.token;
+  const dashboardSettings =
+    address === 'off'
+      ? undefined
+      : { address, fallback: false, ...(token === undefined ? {} : { token }) };
+  const ports = inProcess ? {} : { listen: distributed?.listen ?? '127.0.0.1:0' };
+  checkDashboard(dashboardSettings, ports);
+  const dashboard = await openRunDashboard(dashboardSettings, {
+    logger,
+    reservedPorts: reservedPorts(ports),
+  });
+  const reporter = dashboard.observe(createEventReporter(onEvent ?? (() => {})));
+  try {
+    return await trainIn(inProcess === true, config, defaults, distributed, {
+      reporter,
+      logger,
+      control,
+      sources,
+      dashboard,
+    });
+  } catch (error) {
+    dashboard.failed(error);
+    throw error;
+  } finally {
+    await dashboard.close();
   }
+}
+
+/** `dashboard`, checked as `--dashboard` is: `off` (the default here) or host:port. */
+function dashboardOption(value: string | undefined): string {
+  try {
+    return parseDashboard(value ?? 'off');
+  } catch (error) {
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `dashboard: ${JSON.stringify(value)} is not valid: ${(error as Error).message}.`,
+    );
+  }
+}
+
+/** What {@link trainIn} runs a job with besides its settings. */
+interface RunParts {
+  reporter: Reporter;
+  logger: Logger;
+  control: RunControl;
+  sources: JobSources;
+  dashboard: RunDashboard;
+}
+
+/** Runs `config` in this process or distributed, as {@link train} was asked. */
+async function trainIn(
+  inProcess: boolean,
+  config: TrainConfig,
+  defaults: TrainSettings,
+  distributed: TrainOptions['distributed'],
+  { reporter, logger, control, sources, dashboard }: RunParts,
+): Promise<TrainResult> {
+  if (inProcess) return trainInProcess(config, reporter, logger, control, sources, dashboard);
   const { gradientDtype, weightsDtype, ...serving } = distributed ?? {};
   const settings: DistributedSettings = {
     ...toDistributedSettings({
@@ -144,5 +209,6 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     { stderr: process.stderr },
     control,
     sources,
+    dashboard,
   );
 }

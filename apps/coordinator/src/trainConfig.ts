@@ -27,6 +27,7 @@ import { datasetNames } from '@shardline/datasets';
 import { listModels } from '@shardline/models';
 import { DataType, TOKEN_FILE_FORM } from '@shardline/protocol';
 import type { TrainerConfig } from '@shardline/training';
+import { type DashboardSettings, DEFAULT_DASHBOARD, parseDashboard } from './dashboard/address.js';
 import { parseHealthListen } from './distributed/healthListen.js';
 import type { ServerSecurityFlags } from './distributed/security.js';
 import type { DistributedSettings } from './distributed/trainDistributed.js';
@@ -211,6 +212,15 @@ const SERVING = [
       'also serve the gRPC health service here, in plaintext and without a token, for probes that cannot use a TLS --listen (off by default)',
     type: 'string',
     parse: parseHealthListen,
+  }),
+  setting({
+    flag: '--dashboard',
+    argument: '<host:port|off>',
+    description:
+      'serve the live dashboard, its JSON API and Prometheus /metrics here (off: none); beyond loopback every request needs the token. The default takes a free port when 7071 is taken',
+    type: 'string',
+    defaultValue: () => DEFAULT_DASHBOARD,
+    parse: parseDashboard,
   }),
 ] as const;
 
@@ -671,5 +681,21 @@ function securityFlags(s: TrainSettings): ServerSecurityFlags {
     ...(s.tlsCert === undefined ? {} : { tlsCert: s.tlsCert }),
     ...(s.tlsKey === undefined ? {} : { tlsKey: s.tlsKey }),
     ...(s.tlsCa === undefined ? {} : { tlsCa: s.tlsCa }),
+  };
+}
+
+/**
+ * Where the run's dashboard listens (`--dashboard`), with the job's token; undefined when it is
+ * `off`. `defaulted`: the address is the default one, which may move to a free port.
+ */
+export function toDashboardSettings(
+  s: TrainSettings,
+  defaulted: boolean,
+): DashboardSettings | undefined {
+  if (s.dashboard === 'off') return undefined;
+  return {
+    address: s.dashboard,
+    fallback: defaulted,
+    ...(s.token === undefined ? {} : { token: s.token }),
   };
 }

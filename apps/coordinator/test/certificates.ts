@@ -1,7 +1,41 @@
-import { makeCertificate } from '../../worker/test/certificates.js';
+import { execFileSync } from 'node:child_process';
 
-// One openssl recipe for both apps' tests: the worker's test helpers are the lower layer.
-export { makeCertificate };
+/**
+ * Makes `<dir>/<name>.key` (P-256) and `<dir>/<name>.pem`, a certificate for `CN=<subject>`
+ * signed by `<dir>/<ca>.pem` (self-signed when `ca` is undefined), with `ext` as -addext lines.
+ * openssl does the signing: Node can create keys but not sign X.509 certificates.
+ */
+export function makeCertificate(
+  dir: string,
+  name: string,
+  subject: string,
+  ca: string | undefined,
+  ext: string[],
+): void {
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${subject}`,
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.pem`,
+      ...(ca ? ['-CA', `${ca}.pem`, '-CAkey', `${ca}.key`] : []),
+      ...ext.flatMap((e) => ['-addext', e]),
+    ],
+    { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+}
 
 /**
  * Makes `<dir>/<name>.pem` and `.key`, signed by `<dir>/<ca>.pem`: a worker certificate that

@@ -378,6 +378,60 @@ describe('createCluster: refusals', () => {
   });
 });
 
+describe('createCluster: refusals reach onRefusal, by reason', () => {
+  it('labels what was refused: the join check that failed, the attach, a message it should not have sent', async () => {
+    const refusals: string[] = [];
+    const { cluster, join, attach } = harness({
+      maxWorkers: 2,
+      onRefusal: (reason) => refusals.push(reason),
+    });
+    await join('old', { protocolVersion: PROTOCOL_VERSION + 1 }).catch(() => {});
+    await join('long', { hostname: 'h'.repeat(JOIN_LIMITS.hostname + 1) }).catch(() => {});
+    const star = await attach('a');
+    await join('b');
+    await join('c').catch(() => {});
+    const unknown = new FakeTrainStream();
+    cluster.service.train(unknown as unknown as ServerDuplexStream<TrainRequest, TrainResponse>);
+    unknown.send({
+      kind: { $case: 'attach', value: { workerId: 'w-9', weightsVersion: undefined } },
+    });
+    const early = new FakeTrainStream();
+    cluster.service.train(early as unknown as ServerDuplexStream<TrainRequest, TrainResponse>);
+    early.send({ kind: { $case: 'heartbeat', value: { step: 0n, unixTimeMs: 0n } } });
+    // A ring message in a star job: refused, and the stream ends for it.
+    star.send({
+      kind: {
+        $case: 'state',
+        value: { requestId: 1n, optimizer: undefined, chunk: undefined },
+      },
+    });
+    expect(star.status).toBeDefined();
+    expect(refusals).toEqual([
+      'protocol_version',
+      'join_limits',
+      'max_workers',
+      'unknown_worker',
+      'bad_attach',
+      'unexpected_message',
+    ]);
+    cluster.close();
+  });
+
+  it("does not count a worker's own error report as a refusal", async () => {
+    const refusals: string[] = [];
+    const { cluster, attach } = harness({ onRefusal: (reason) => refusals.push(reason) });
+    const stream = await attach('a');
+    stream.send({
+      kind: {
+        $case: 'error',
+        value: { code: 'INTERNAL', message: 'out of memory', step: 0n, fatal: true },
+      },
+    });
+    expect(refusals).toEqual([]);
+    cluster.close();
+  });
+});
+
 describe('createCluster: a ring job', () => {
   const ringJob = JobSpec.fromPartial({ ...job, exchange: Exchange.RING });
   const ringMember = (peerAddress: string) => ({
@@ -403,7 +457,9 @@ describe('createCluster: a ring job', () => {
       );
       expect(error.details).toContain(found);
       expect(error.details).toContain('Start the worker with --peer-listen host:port');
-      expect(error.details).toContain('a worker using TLS serves one only with --tls-cert, --tls-key and --tls-ca');
+      expect(error.details).toContain(
+        'a worker using TLS serves one only with --tls-cert, --tls-key and --tls-ca',
+      );
     }
     expect(logs.filter((l) => l.msg === 'refused a worker')).toHaveLength(3);
     cluster.close();

@@ -211,6 +211,7 @@ const counts = (over: Partial<ClassificationCounts> = {}): ClassificationCounts 
   lossSum: 1.5,
   reportedLossSum: 0,
   reportedLossCount: 0n,
+  misclassified: [],
   ...over,
 });
 

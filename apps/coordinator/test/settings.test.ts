@@ -98,6 +98,12 @@ describe('precedence: flag > environment > config file > default', () => {
       fallback: 'float32',
     },
     { flag: '--exchange', key: 'exchange', values: ['ring', 'auto', 'ring'], fallback: 'star' },
+    {
+      flag: '--dashboard',
+      key: 'dashboard',
+      values: ['127.0.0.1:1', 'off', '[::1]:3'],
+      fallback: '127.0.0.1:7071',
+    },
   ] as const;
 
   for (const c of cases) {
@@ -200,6 +206,46 @@ describe('--print-config', () => {
     );
     // auto trains in-process as star.
     expect((await printConfig(['--in-process', '--exchange', 'auto'])).code).toBe(0);
+  });
+});
+
+describe('--dashboard', () => {
+  it('is on, on loopback, by default, and only the default may move to a free port', async () => {
+    expect((await jobOf([])).flags.dashboard).toEqual({
+      address: '127.0.0.1:7071',
+      fallback: true,
+    });
+    expect((await jobOf(['--dashboard', '127.0.0.1:7071'])).flags.dashboard).toEqual({
+      address: '127.0.0.1:7071',
+      fallback: false,
+    });
+    expect((await jobOf([], { SHARDLINE_DASHBOARD: 'off' })).flags.dashboard).toBeUndefined();
+    expect((await jobOf(['--dashboard', 'OFF'])).flags.dashboard).toBeUndefined();
+  });
+
+  it('beyond loopback, needs the job token, and is refused before anything starts without one', async () => {
+    expect(
+      (await jobOf(['--dashboard', '0.0.0.0:7071'], { SHARDLINE_TOKEN: SECRET })).flags.dashboard,
+    ).toEqual({ address: '0.0.0.0:7071', fallback: false, token: SECRET });
+    const exposed = await printConfig(['--dashboard', '0.0.0.0:7071']);
+    expect(exposed.code).toBe(1);
+    expect(exposed.stderr).toMatch(
+      /Refusing to serve the dashboard on 0\.0\.0\.0:7071 without a token: .* Set the job's token \(--token, --token-file or SHARDLINE_TOKEN/,
+    );
+    expect(exposed.stderr).toMatch(/or turn it off \(--dashboard off\)/);
+  });
+
+  it('refuses the port of --listen or --health-listen when given explicitly, and a value that is not host:port', async () => {
+    const clash = await printConfig(['--dashboard', '127.0.0.1:7070']);
+    expect(clash.code).toBe(1);
+    expect(clash.stderr).toMatch(
+      /--dashboard 127\.0\.0\.1:7070 uses the port of --listen 127\.0\.0\.1:7070\. Give the dashboard another port/,
+    );
+    // In-process, --listen binds nothing: no clash.
+    expect((await printConfig(['--in-process', '--dashboard', '127.0.0.1:7070'])).code).toBe(0);
+    const bad = await run(['--dashboard', 'nope']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/--dashboard <host:port\|off>.*Expected off, or host:port/s);
   });
 });
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { credentials } from '@grpc/grpc-js';
+import { readIdxFile } from '@shardline/datasets';
 import {
   CHANNEL_OPTIONS,
   CoordinatorClient,
@@ -73,6 +74,35 @@ describe('distributed training over gRPC', () => {
     expect(done.test_accuracy).toBeGreaterThan(0.7);
     const summary = JSON.parse(await readFile(join(dir, 'summary.json'), 'utf8'));
     expect(summary.evaluation.count).toBe(1000);
+
+    // The evaluation names test images it got wrong: the 32 lowest indices among the 1,000,
+    // merged from both workers' slices, each with its real label and a different prediction.
+    const last = events.filter((e) => e.event === 'epoch_end').at(-1)!;
+    const wrong = last.misclassified as Array<{
+      index: number;
+      label: number;
+      predicted: number;
+      confidence: number;
+    }>;
+    expect(wrong).toHaveLength(32);
+    const { data: labels } = await readIdxFile(
+      '/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz',
+    );
+    const indices = wrong.map((m) => m.index);
+    expect(indices).toEqual([...indices].sort((a, b) => a - b));
+    expect(indices.at(-1)).toBeLessThan(1000);
+    for (const m of wrong) {
+      expect(m.label).toBe(labels[m.index]);
+      expect(m.predicted).not.toBe(m.label);
+      expect(m.confidence).toBeGreaterThan(0);
+      expect(m.confidence).toBeLessThanOrEqual(1);
+    }
+    // The list is a sample of the confusion matrix's off-diagonal entries.
+    const confusion = last.confusion as number[][];
+    const offDiagonal =
+      confusion.flat().reduce((a, b) => a + b, 0) -
+      confusion.reduce((sum, row, i) => sum + row[i]!, 0);
+    expect(offDiagonal).toBeGreaterThanOrEqual(32);
   });
 
   it('moves weights and gradients losslessly: one worker over gRPC ends bit-identical to --in-process', async () => {

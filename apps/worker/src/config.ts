@@ -87,6 +87,21 @@ function peerAdvertise(value: string): string {
   return value;
 }
 
+/** `--metrics-listen`: an address to bind (port 0: any free port). */
+function metricsListen(value: string): string {
+  try {
+    address(value);
+  } catch {
+    throw new Expectation(
+      'expected host:port to serve /metrics on, such as 127.0.0.1:9464 or 0.0.0.0:9464 (port 0: any free port)',
+    );
+  }
+  if (Number(value.slice(value.lastIndexOf(':') + 1)) > 65535) {
+    throw new Expectation('expected a port from 0 to 65535');
+  }
+  return value;
+}
+
 function seconds(value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || n <= 0)
@@ -186,6 +201,14 @@ export const WORKER_SETTINGS = [
     type: 'boolean',
     defaultValue: () => false,
     parse: parseSwitch,
+  }),
+  setting({
+    flag: '--metrics-listen',
+    argument: '<host:port>',
+    description:
+      'serve Prometheus metrics at http://<host:port>/metrics (off unless given); beyond loopback every scrape needs the token, as "Authorization: Bearer <token>"',
+    type: 'string',
+    parse: metricsListen,
   }),
   setting({
     flag: '--log-format',

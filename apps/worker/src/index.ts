@@ -5,6 +5,7 @@
  * the CLI's settings (flag, environment variable, config-file key), for tools that check
  * deployment files against it; `runDoctor` is `shardline-worker doctor`. In ring mode the
  * worker also serves a peer endpoint (`WorkerOptions.peer`, `PeerEndpointSettings`).
+ * `createWorkerMetrics` and `serveWorkerMetrics` are `--metrics-listen` (Prometheus).
  */
 
 export { type BackoffOptions, retryWithBackoff } from './backoff.js';
@@ -47,6 +48,19 @@ export {
   readLdconfigCache,
   TFJS_NODE_GPU_REQUIREMENTS,
 } from './gpuEnvironment.js';
+export {
+  checkMetricsListen,
+  type MetricsServer,
+  type MetricsServerOptions,
+  serveWorkerMetrics,
+} from './metrics/metricsServer.js';
+export {
+  CONNECTION_STATES,
+  type ConnectionState,
+  createWorkerMetrics,
+  type WorkerMetrics,
+  type WorkerMonitor,
+} from './metrics/workerMetrics.js';
 export {
   diagnoseLoadError,
   type MissingLibrary,

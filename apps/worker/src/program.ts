@@ -15,6 +15,7 @@ import {
   flagsGiven,
   settingOptionDescription,
 } from '@shardline/core/settings/commander';
+import { isLoopbackHost, splitHostPort } from '@shardline/protocol';
 import { EXIT_COORDINATOR_STOPPED } from '@shardline/training';
 import { Command, CommanderError } from 'commander';
 import {
@@ -26,6 +27,12 @@ import {
   WORKER_SETTINGS_MODEL,
 } from './config.js';
 import { formatDoctorReport, runDoctor } from './doctor.js';
+import {
+  checkMetricsListen,
+  type MetricsServer,
+  serveWorkerMetrics,
+} from './metrics/metricsServer.js';
+import { createWorkerMetrics, type WorkerMetrics } from './metrics/workerMetrics.js';
 import {
   explainSecurityFailure,
   readWorkerSecurityFlags,
@@ -174,6 +181,7 @@ function addDoctorCommand(
 async function startWorker(config: ResolvedWorkerConfig, streams: WorkerStreams): Promise<number> {
   const coordinator = requireCoordinator(config);
   const s = config.settings;
+  checkMetricsListen(s.metricsListen, s.token);
   const logger = createLogger({
     level: s.logLevel,
     format: s.logFormat,
@@ -185,6 +193,24 @@ async function startWorker(config: ResolvedWorkerConfig, streams: WorkerStreams)
   }
   // Before the backend loads or data is read: bad PEM files or a bad token stop here.
   const channel = resolveWorkerChannel(readWorkerSecurityFlags({ ...s }), coordinator, logger);
+  // Up before the backend loads, so a scrape sees the worker connecting.
+  let metrics: { worker: WorkerMetrics; server: MetricsServer } | undefined;
+  if (s.metricsListen !== undefined) {
+    const worker = createWorkerMetrics(s.name);
+    const server = await serveWorkerMetrics({
+      address: s.metricsListen,
+      token: s.token,
+      registry: worker.registry,
+      logger,
+    });
+    logger.info('metrics listening', { url: server.url, address: server.address });
+    if (s.token !== undefined && !isLoopbackHost(splitHostPort(s.metricsListen).host)) {
+      logger.warn(
+        `metrics on ${server.address} are plain HTTP: scrapers send the token in clear text. Scrape over a network you trust, or through a TLS-terminating proxy`,
+      );
+    }
+    metrics = { worker, server };
+  }
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   process.once('SIGINT', onSignal);
@@ -209,6 +235,7 @@ async function startWorker(config: ResolvedWorkerConfig, streams: WorkerStreams)
             },
       logger,
       signal: abort.signal,
+      ...(metrics ? { monitor: metrics.worker.monitor } : {}),
     }).catch((error: unknown) => {
       throw explainSecurityFailure(error, channel, coordinator);
     });
@@ -227,6 +254,7 @@ async function startWorker(config: ResolvedWorkerConfig, streams: WorkerStreams)
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await metrics?.server.close();
   }
 }
 

@@ -67,6 +67,7 @@ import type { LayersModel } from '@tensorflow/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import { retryWithBackoff } from './backoff.js';
 import { loadWorkerJobData, type WorkerJobData } from './jobData.js';
+import type { WorkerMonitor } from './metrics/workerMetrics.js';
 import { openPeerEndpoint, type PeerEndpointChoice } from './peer/openPeerEndpoint.js';
 import type { PeerEndpoint, PeerEndpointSettings } from './peer/peerEndpoint.js';
 import { createRingMember, type RingMember } from './ringMember.js';
@@ -103,6 +104,8 @@ export interface WorkerOptions {
   peer?: PeerEndpointSettings | false;
   logger: Logger;
   signal?: AbortSignal;
+  /** Hears what the worker does (its metrics: metrics/workerMetrics.ts). */
+  monitor?: WorkerMonitor;
 }
 
 /** How a worker's session ended. */
@@ -185,6 +188,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
     // backoff, for up to --connect-timeout) and starts over from the weights it is sent, so it
     // never computes on stale weights.
     for (let session = 0; ; session++) {
+      options.monitor?.connection('connecting');
       const joined = await retryWithBackoff(
         () => join(client, options.name, selection.backend, pluginSha256, peer?.advertised ?? ''),
         {
@@ -212,6 +216,12 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
       if (!job)
         throw new ShardlineError('INTERNAL', 'The coordinator accepted the join but sent no job.');
       const log = logger.child({ worker: joined.workerId });
+      options.monitor?.joined({
+        workerId: joined.workerId,
+        backend: selection.backend,
+        rejoin: session > 0,
+      });
+      options.monitor?.connection('connected');
       log.info(session === 0 ? 'joined coordinator' : 'rejoined coordinator', {
         coordinator: options.coordinator,
         job: job.jobId,
@@ -231,6 +241,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
       } catch (error) {
         const e = toShardlineError(error);
         if (options.signal?.aborted || !isConnectionLoss(e)) throw e;
+        options.monitor?.connection('disconnected');
         log.warn(
           e.details.rejoin === 'replica'
             ? 'left the training stream; rejoining'
@@ -240,6 +251,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerOutcome> 
       }
     }
   } finally {
+    options.monitor?.connection('stopped');
     client.close();
     await peer?.close();
   }
@@ -317,6 +329,8 @@ interface Session {
   readonly recent: number[];
   /** Set in ring mode only. */
   readonly ring?: RingSession;
+  /** The worker's monitor (WorkerOptions.monitor), when it has one. */
+  readonly monitor?: WorkerMonitor;
 }
 
 /** A Train session's ring-mode state. */
@@ -482,6 +496,7 @@ async function serve(
     steps: 0,
     recent: [],
     ...(ring ? { ring } : {}),
+    ...(options.monitor ? { monitor: options.monitor } : {}),
   };
   const { call } = session;
   const heartbeat =
@@ -674,6 +689,11 @@ async function runRingStep(
         kind: { $case: 'ringReport', value: report },
       } satisfies TrainRequest);
       if (report.failure !== '') {
+        session.monitor?.ringAllReduce({
+          seconds: report.exchangeSeconds,
+          sentBytes: Number(report.bytesSent),
+          failed: true,
+        });
         log.info('ring all-reduce failed', {
           step,
           ring_id: report.ringId,
@@ -683,6 +703,11 @@ async function runRingStep(
         return;
       }
       countStep(session, a, report.result!.sampleCount, report.result!.computeSeconds);
+      session.monitor?.ringAllReduce({
+        seconds: report.exchangeSeconds,
+        sentBytes: Number(report.bytesSent),
+        failed: false,
+      });
       if (log.enabled('debug'))
         log.debug('ring step reduced', {
           step,
@@ -811,7 +836,10 @@ async function sendReplicaState(session: Session, ring: RingSession, p: PullStat
   }
   await writeMessages(
     session.call,
-    mapIterable(chunks, (value): TrainRequest => ({ kind: { $case: 'state', value } })),
+    mapIterable(chunks, (value): TrainRequest => {
+      session.monitor?.tensorBytes('out', value.chunk?.data.byteLength ?? 0);
+      return { kind: { $case: 'state', value } };
+    }),
   );
   session.log.debug('replica state sent', {
     request_id: Number(p.requestId),
@@ -826,6 +854,7 @@ async function receiveReplicaState(
   chunk: ReplicaStateChunk,
 ): Promise<void> {
   await settled(ring);
+  session.monitor?.tensorBytes('in', chunk.chunk?.data.byteLength ?? 0);
   const version = ring.member.receiveState(chunk);
   if (version !== undefined) {
     session.log.info('replica state loaded', {
@@ -839,6 +868,7 @@ async function receiveReplicaState(
 function receiveWeights(session: Session, chunk: WeightsChunk): void {
   const tensor = session.assembler.push(chunk.chunk!);
   if (!tensor) return;
+  session.monitor?.tensorBytes('in', tensor.bytes.byteLength);
   session.weights = {
     version: Number(tensor.meta.version),
     params: decodeTensor(tensor.bytes, tensor.meta.dtype),
@@ -865,11 +895,12 @@ async function computeAssignedShare(session: Session, a: StepAssignment): Promis
     version: BigInt(weights.version),
     step: a.step,
   };
+  const encoded = encodeTensor(gradient, job.gradientDtype);
   await writeMessages(
     session.call,
     gradientMessages(
       meta,
-      encodeTensor(gradient, job.gradientDtype),
+      encoded,
       {
         sampleCount: result.sampleCount,
         loss: result.loss,
@@ -879,6 +910,7 @@ async function computeAssignedShare(session: Session, a: StepAssignment): Promis
       job.maxChunkBytes,
     ),
   );
+  session.monitor?.tensorBytes('out', encoded.byteLength);
   countStep(session, a, result.sampleCount, result.computeSeconds);
   if (log.enabled('debug'))
     log.debug('step done', {
@@ -916,6 +948,7 @@ function countStep(
   computeSeconds: number,
 ): void {
   session.steps++;
+  session.monitor?.stepComputed(computeSeconds, sampleCount);
   session.recent.push(computeSeconds);
   if (session.recent.length === STEP_LOG_EVERY) {
     session.log.info('steps computed', {
@@ -966,6 +999,7 @@ async function evaluateAssignedSlice(session: Session, e: Evaluate): Promise<voi
       },
     },
   } satisfies TrainRequest);
+  session.monitor?.evaluated((performance.now() - started) / 1000);
 }
 
 /**
@@ -981,6 +1015,12 @@ function countsOf(state: ClassificationState): ClassificationCounts {
     lossSum: state.lossSum,
     reportedLossSum: state.reportedLossSum,
     reportedLossCount: countOf('reportedLossCount', state.reportedLossCount),
+    misclassified: (state.misclassified ?? []).map((m) => ({
+      index: countOf('misclassified index', m.index),
+      label: m.label,
+      predicted: m.predicted,
+      confidence: m.confidence,
+    })),
   };
 }
 

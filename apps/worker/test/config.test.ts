@@ -106,6 +106,11 @@ const SAMPLES: Record<string, Array<{ text: string; json: unknown; shown: string
     { text: 'false', json: true, shown: 'false' },
     { text: '', json: true, shown: 'true' },
   ],
+  '--metrics-listen': ['127.0.0.1:9464', '0.0.0.0:0', '[::1]:9465'].map((v) => ({
+    text: v,
+    json: v,
+    shown: v,
+  })),
   '--log-format': ['json', 'text', 'json'].map((v) => ({ text: v, json: v, shown: v })),
   '--log-level': ['debug', 'warn', 'error'].map((v) => ({ text: v, json: v, shown: v })),
   '--token': TOKENS.map((v) => ({ text: v, json: v, shown: '<redacted>' })),

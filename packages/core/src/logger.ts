@@ -128,3 +128,34 @@ export function createLogger(options: LoggerOptions = {}): Logger {
 
 /** A logger that drops everything: the default for library calls that take an optional logger. */
 export const silentLogger: Logger = createLogger({ level: 'silent', sink: { write() {} } });
+
+const TEXT_RECORD = /^\S+ (DEBUG|INFO|WARN|ERROR) /;
+
+/**
+ * The level of one line a Shardline logger wrote, in either format, or `undefined` when the line
+ * is not a log record (a stack trace, a Node.js warning, a CLI's last words). Lets a process that
+ * reads another's stderr (the coordinator reading its local workers) keep routine records apart
+ * from warnings without knowing which format that process was started with.
+ *
+ * @example
+ * ```ts
+ * logLevelOfLine('2026-01-01T00:00:00.000Z WARN  slow step'); // 'warn'
+ * logLevelOfLine('{"time":"...","level":"info","msg":"joined"}'); // 'info'
+ * logLevelOfLine('Error: boom'); // undefined
+ * ```
+ */
+export function logLevelOfLine(line: string): Exclude<LogLevel, 'silent'> | undefined {
+  if (line.startsWith('{')) {
+    let level: unknown;
+    try {
+      level = (JSON.parse(line) as { level?: unknown }).level;
+    } catch {
+      return undefined;
+    }
+    return typeof level === 'string' && level !== 'silent' && Object.hasOwn(rank, level)
+      ? (level as Exclude<LogLevel, 'silent'>)
+      : undefined;
+  }
+  const match = TEXT_RECORD.exec(line);
+  return match ? (match[1]!.toLowerCase() as Exclude<LogLevel, 'silent'>) : undefined;
+}

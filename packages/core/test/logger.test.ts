@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ShardlineError } from '../src/errors.js';
-import { createLogger, parseLogLevel } from '../src/logger.js';
+import { createLogger, type LogFormat, logLevelOfLine, parseLogLevel } from '../src/logger.js';
 
 function capture() {
   const lines: string[] = [];
@@ -37,5 +37,40 @@ describe('createLogger', () => {
 
   it('rejects unknown levels with the list of valid ones', () => {
     expect(() => parseLogLevel('loud')).toThrow(/expected one of debug, info, warn, error, silent/);
+  });
+});
+
+describe('logLevelOfLine', () => {
+  it.each<LogFormat>(['text', 'json'])(
+    'reads back the level of every record the %s format writes',
+    (format) => {
+      const { lines, sink } = capture();
+      const log = createLogger({ level: 'debug', format, sink });
+      log.debug('d', { note: 'has spaces' });
+      log.info('i');
+      log.warn('WARN in the message');
+      log.error('e', { err: new ShardlineError('TIMEOUT', 'late') });
+      expect(lines.map((line) => logLevelOfLine(line.trimEnd()))).toEqual([
+        'debug',
+        'info',
+        'warn',
+        'error',
+      ]);
+    },
+  );
+
+  it('says undefined for lines that are not log records', () => {
+    for (const line of [
+      'Error: boom',
+      '    at main (file.js:1:1)',
+      '(node:123) ExperimentalWarning: something',
+      'shardline-worker: could not join',
+      '{"level":"loud","msg":"x"}',
+      '{"level":"toString"}',
+      '{not json',
+      '',
+    ]) {
+      expect(logLevelOfLine(line), line).toBeUndefined();
+    }
   });
 });

@@ -134,6 +134,24 @@ export interface ClassificationOptions {
   classNames?: readonly string[];
   /** Probability clip for cross-entropy; default {@link DEFAULT_EPSILON} (1e-7). */
   epsilon?: number;
+  /**
+   * How many misclassified samples to keep (default 0): those with the lowest `indices`, so the
+   * kept set does not depend on how the samples were split into batches or shards. Batches must
+   * then pass `indices`.
+   */
+  keepMisclassified?: number;
+}
+
+/** A sample the model got wrong, as {@link ClassificationState.misclassified} keeps it. */
+export interface MisclassifiedSample {
+  /** The sample's index in its dataset (the batch's `indices` entry). */
+  index: number;
+  /** True class. */
+  label: number;
+  /** Predicted class (the argmax). */
+  predicted: number;
+  /** The predicted class's probability. */
+  confidence: number;
 }
 
 /** One batch for {@link ClassificationAccumulator.update}. */
@@ -146,6 +164,11 @@ export type ClassificationBatch = ModelOutputs & {
    * `loss` is computed from the outputs either way.
    */
   loss?: number;
+  /**
+   * Each row's index in its dataset (whole numbers), needed when the accumulator keeps
+   * misclassified samples (`keepMisclassified`), which it names by these indices.
+   */
+  indices?: ArrayLike<number>;
 };
 
 /** What {@link ClassificationAccumulator.update} found in one batch. */
@@ -186,6 +209,8 @@ export interface ClassificationReport {
   topK: TopKAccuracy[];
   /** Rows = true class, columns = predicted class. */
   confusionMatrix: ConfusionMatrix;
+  /** The misclassified samples kept (`keepMisclassified`), lowest indices first. */
+  misclassified?: MisclassifiedSample[];
   /** Precision, recall, F1, support and predicted count per class. */
   perClass: ClassScore[];
   /** Unweighted mean over classes seen in the labels or the predictions. */
@@ -216,6 +241,11 @@ export interface ClassificationState {
   reportedLossSum: number;
   /** Samples covered by reported losses. */
   reportedLossCount: number;
+  /**
+   * Up to `keepMisclassified` misclassified samples, the lowest indices first; absent when the
+   * accumulator keeps none.
+   */
+  misclassified?: MisclassifiedSample[];
 }
 
 /** A streaming classification evaluator. Create with {@link createClassificationAccumulator}. */
@@ -269,6 +299,9 @@ export function createClassificationAccumulator(
   const classNames = resolveClassNames(options.classNames, numClasses);
   const topK = resolveTopK(options.topK, numClasses);
   const epsilon = requireEpsilon(options.epsilon ?? DEFAULT_EPSILON);
+  // A bound keeps a state small enough for one message whatever the caller asks for.
+  const keep = requireInteger('keepMisclassified', options.keepMisclassified ?? 0, 0, 10_000);
+  let misclassified: MisclassifiedSample[] = [];
 
   const confusion = new Float64Array(numClasses * numClasses);
   const topKHits = new Float64Array(topK.length);
@@ -289,6 +322,7 @@ export function createClassificationAccumulator(
     topKHits: Array.from(topKHits),
     reportedLossSum,
     reportedLossCount,
+    ...(keep > 0 ? { misclassified: misclassified.map((m) => ({ ...m })) } : {}),
   });
 
   const accumulator: ClassificationAccumulator = {
@@ -303,6 +337,7 @@ export function createClassificationAccumulator(
       }
       const loss = batch.loss === undefined ? undefined : requireFinite('loss', batch.loss);
       const scored = scoreBatch(batch, batch.labels, numClasses, epsilon);
+      const indices = keep > 0 ? requireIndices(batch.indices, scored.count) : undefined;
       // Validation is done: from here on nothing throws, so the update is all-or-nothing.
       let correct = 0;
       for (let i = 0; i < scored.count; i++) {
@@ -312,6 +347,17 @@ export function createClassificationAccumulator(
         if (predicted === label) correct += 1;
         const rank = scored.rank[i]!;
         for (let j = 0; j < topK.length; j++) if (rank < topK[j]!) topKHits[j]! += 1;
+      }
+      if (indices) {
+        const wrong: MisclassifiedSample[] = [];
+        for (let i = 0; i < scored.count; i++) {
+          const predicted = scored.predicted[i]!;
+          const label = scored.labels[i]!;
+          if (predicted !== label) {
+            wrong.push({ index: indices[i]!, label, predicted, confidence: scored.confidence[i]! });
+          }
+        }
+        misclassified = lowestIndices(misclassified, wrong, keep);
       }
       count += scored.count;
       lossSum += scored.lossSum;
@@ -334,6 +380,9 @@ export function createClassificationAccumulator(
       lossSum += state.lossSum;
       reportedLossSum += state.reportedLossSum;
       reportedLossCount += state.reportedLossCount;
+      if (keep > 0 && state.misclassified) {
+        misclassified = lowestIndices(misclassified, state.misclassified, keep);
+      }
     },
     result() {
       const scores = scoresFromCounts(confusion, numClasses, classNames);
@@ -349,6 +398,7 @@ export function createClassificationAccumulator(
             : { mean: reportedLossSum / reportedLossCount, count: reportedLossCount },
         topK: topK.map((k, j) => ({ k, accuracy: safeRatio(topKHits[j]!, count) })),
         confusionMatrix: countsToMatrix(confusion, numClasses),
+        ...(keep > 0 ? { misclassified: misclassified.map((m) => ({ ...m })) } : {}),
         perClass: scores.perClass,
         macro: scores.macro,
         weighted: scores.weighted,
@@ -362,9 +412,35 @@ export function createClassificationAccumulator(
       lossSum = 0;
       reportedLossSum = 0;
       reportedLossCount = 0;
+      misclassified = [];
     },
   };
   return accumulator;
+}
+
+/** The `keep` samples with the lowest indices of both lists (copies). */
+function lowestIndices(
+  kept: readonly MisclassifiedSample[],
+  more: readonly MisclassifiedSample[],
+  keep: number,
+): MisclassifiedSample[] {
+  return [...kept, ...more.map((m) => ({ ...m }))].sort((a, b) => a.index - b.index).slice(0, keep);
+}
+
+function requireIndices(indices: ArrayLike<number> | undefined, count: number): ArrayLike<number> {
+  if (indices === undefined || typeof indices.length !== 'number') {
+    invalidArgument(
+      `indices are required when the accumulator keeps misclassified samples: expected ${formatCount(count)} ` +
+        `sample indices, found ${describeValue(indices)}. Pass each row's index in its dataset as \`indices\`, or create the accumulator without keepMisclassified.`,
+    );
+  }
+  if (indices.length !== count) {
+    invalidArgument(
+      `indices has ${formatCount(indices.length)} entries, expected one per row (${formatCount(count)}).`,
+    );
+  }
+  for (let i = 0; i < count; i++) requireInteger(`indices[${i}]`, indices[i], 0);
+  return indices;
 }
 
 /**
@@ -443,6 +519,31 @@ function requireState(value: unknown): ClassificationState {
   }
   if (typeof s.reportedLossSum !== 'number' || !Number.isFinite(s.reportedLossSum)) {
     return bad(`reportedLossSum is ${describeValue(s.reportedLossSum)}`);
+  }
+  if (s.misclassified !== undefined) {
+    const classes = s.numClasses;
+    const isClass = (v: unknown) =>
+      Number.isInteger(v) && (v as number) >= 0 && (v as number) < classes;
+    const ok =
+      Array.isArray(s.misclassified) &&
+      s.misclassified.every(
+        (m: Partial<MisclassifiedSample>) =>
+          typeof m === 'object' &&
+          m !== null &&
+          Number.isSafeInteger(m.index) &&
+          (m.index as number) >= 0 &&
+          isClass(m.label) &&
+          isClass(m.predicted) &&
+          m.label !== m.predicted &&
+          typeof m.confidence === 'number' &&
+          m.confidence >= 0 &&
+          m.confidence <= 1,
+      );
+    if (!ok) {
+      return bad(
+        'misclassified is not a list of { index, label, predicted, confidence } with label ≠ predicted, both classes, and confidence in [0, 1]',
+      );
+    }
   }
   return value as ClassificationState;
 }

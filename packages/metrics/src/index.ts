@@ -19,6 +19,7 @@ export {
   type ClassificationState,
   createClassificationAccumulator,
   evaluateClassification,
+  type MisclassifiedSample,
   type TopKAccuracy,
   topKAccuracy,
 } from './classification.js';

@@ -45,6 +45,8 @@ export interface ScoredBatch {
    * index (so rank 0 means "the argmax is correct", and top-k holds when rank < k).
    */
   rank: Int32Array;
+  /** The predicted class's probability per sample (softmax of the logits, or the renormalised row). */
+  confidence: Float64Array;
   /** Sum of the per-sample cross-entropies, in float64. */
   lossSum: number;
 }
@@ -105,6 +107,7 @@ export function scoreBatch(
 
   const predicted = new Int32Array(count);
   const rank = new Int32Array(count);
+  const confidence = new Float64Array(count);
   let lossSum = 0;
   for (let r = 0; r < count; r++) {
     const base = r * numClasses;
@@ -139,14 +142,16 @@ export function scoreBatch(
       // Renormalise, then clip, exactly as tfjs-layers' categoricalCrossentropy does.
       const p = Math.min(Math.max(target / sum, epsilon), 1 - epsilon);
       lossSum -= Math.log(p);
+      confidence[r] = bestValue / sum;
     } else {
       // log-sum-exp shifted by the row maximum: exact and overflow-free; no clipping needed.
       let expSum = 0;
       for (let c = 0; c < numClasses; c++) expSum += Math.exp(values[base + c]! - bestValue);
       lossSum += bestValue + Math.log(expSum) - target;
+      confidence[r] = 1 / expSum;
     }
   }
-  return { count, labels, predicted, rank, lossSum };
+  return { count, labels, predicted, rank, confidence, lossSum };
 }
 
 function invalidValue(

@@ -450,3 +450,89 @@ describe('invalid input', () => {
     );
   });
 });
+
+describe('keepMisclassified', () => {
+  /** 12 samples of 3 classes; the model is wrong on the samples whose index is a multiple of 3. */
+  const labels = Array.from({ length: 12 }, (_, i) => i % 3);
+  const predictedOf = (i: number) => (i % 3 === 0 ? (labels[i]! + 1) % 3 : labels[i]!);
+  const rows = (from: number, to: number) => {
+    const probabilities = new Float32Array((to - from) * 3);
+    for (let i = from; i < to; i++) {
+      probabilities.fill(0.125, (i - from) * 3, (i - from) * 3 + 3);
+      probabilities[(i - from) * 3 + predictedOf(i)] = 0.75;
+    }
+    return {
+      probabilities,
+      labels: labels.slice(from, to),
+      indices: Array.from({ length: to - from }, (_, k) => 100 + from + k),
+    };
+  };
+  const wrongIndices = [100, 103, 106, 109];
+
+  it('keeps the lowest-indexed misclassified samples, whatever the batches and the merge order', () => {
+    const whole = createClassificationAccumulator({ numClasses: 3, keepMisclassified: 3 });
+    whole.update(rows(0, 12));
+    expect(whole.snapshot().misclassified).toEqual(
+      wrongIndices.slice(0, 3).map((index) => ({
+        index,
+        label: labels[index - 100],
+        predicted: predictedOf(index - 100),
+        confidence: expect.closeTo(0.75, 6),
+      })),
+    );
+    // Shards merged in reverse order, each fed in uneven batches: the same three samples.
+    const shards = [
+      [8, 12],
+      [4, 8],
+      [0, 4],
+    ].map(([from, to]) => {
+      const shard = createClassificationAccumulator({ numClasses: 3, keepMisclassified: 3 });
+      shard.update(rows(from!, from! + 1));
+      shard.update(rows(from! + 1, to!));
+      return shard.snapshot();
+    });
+    const merged = createClassificationAccumulator({ numClasses: 3, keepMisclassified: 3 });
+    for (const shard of shards) merged.merge(JSON.parse(JSON.stringify(shard)));
+    expect(merged.result().misclassified).toEqual(whole.result().misclassified);
+    expect(merged.result().confusionMatrix).toEqual(whole.result().confusionMatrix);
+  });
+
+  it('takes the confidence from logits as the softmax of the predicted class', () => {
+    const acc = createClassificationAccumulator({ numClasses: 2, keepMisclassified: 1 });
+    acc.update({ logits: Float32Array.of(0, Math.log(3)), labels: [0], indices: [7] });
+    expect(acc.snapshot().misclassified).toEqual([
+      { index: 7, label: 0, predicted: 1, confidence: expect.closeTo(0.75, 6) },
+    ]);
+  });
+
+  it('keeps nothing and needs no indices by default; with keepMisclassified it needs them', () => {
+    const plain = createClassificationAccumulator({ numClasses: 3 });
+    plain.update({ probabilities: rows(0, 3).probabilities, labels: labels.slice(0, 3) });
+    expect(plain.snapshot()).not.toHaveProperty('misclassified');
+    const keeping = createClassificationAccumulator({ numClasses: 3, keepMisclassified: 2 });
+    expect(() =>
+      keeping.update({ probabilities: rows(0, 3).probabilities, labels: labels.slice(0, 3) }),
+    ).toThrow(/indices are required .* expected 3 sample indices, found undefined/);
+    expect(() => keeping.update({ ...rows(0, 3), indices: [1, 2] })).toThrow(
+      /indices has 2 entries, expected one per row \(3\)/,
+    );
+    expect(keeping.snapshot().count).toBe(0);
+  });
+
+  it('refuses a state whose misclassified entries are not samples it could have kept', () => {
+    const acc = createClassificationAccumulator({ numClasses: 3, keepMisclassified: 2 });
+    const state = createClassificationAccumulator({ numClasses: 3, keepMisclassified: 2 });
+    state.update(rows(0, 3));
+    const good = state.snapshot();
+    for (const bad of [
+      { index: 1, label: 1, predicted: 1, confidence: 0.5 },
+      { index: 1, label: 1, predicted: 3, confidence: 0.5 },
+      { index: -1, label: 1, predicted: 2, confidence: 0.5 },
+      { index: 1, label: 1, predicted: 2, confidence: 1.5 },
+    ]) {
+      expect(() => acc.merge({ ...good, misclassified: [bad] })).toThrow(
+        /misclassified is not a list/,
+      );
+    }
+  });
+});

@@ -67,6 +67,8 @@ export interface RequireTokenOptions {
    * Never put a token in them.
    */
   messages?: Readonly<Record<TokenRefusal, string>>;
+  /** Called with each refusal's reason (for counting; the coordinator's /metrics). */
+  onRefusal?: (reason: TokenRefusal) => void;
 }
 
 /** The reason `metadata` fails the check, or undefined when it passes. */
@@ -117,6 +119,7 @@ export function requireToken<S extends UntypedServiceImplementation>(
         peer: incoming.getPeer(),
         reason,
       });
+      options.onRefusal?.(reason);
       const status = toGrpcStatus(new ShardlineError('UNAUTHENTICATED', messages[reason]));
       if (method.responseStream) {
         // Streaming responses have no callback: emit('error') ends the call with this status

@@ -61,6 +61,7 @@ describe('requireToken over gRPC', () => {
   let address: string;
   const lines: string[] = [];
   const handled: string[] = [];
+  const refusals: string[] = [];
   let logger: Logger;
 
   beforeAll(async () => {
@@ -81,7 +82,11 @@ describe('requireToken over gRPC', () => {
     };
     server.addService(
       CoordinatorServiceDefinition,
-      requireToken(CoordinatorServiceDefinition, coordinator, { token: TOKEN, logger }),
+      requireToken(CoordinatorServiceDefinition, coordinator, {
+        token: TOKEN,
+        logger,
+        onRefusal: (reason) => refusals.push(reason),
+      }),
     );
     const peer = {
       ring: (
@@ -163,6 +168,7 @@ describe('requireToken over gRPC', () => {
   it('refuses calls without the token as UNAUTHENTICATED before any handler runs', async () => {
     handled.length = 0;
     lines.length = 0;
+    refusals.length = 0;
     const refused = [await getStatus(undefined), await fetchDataset(undefined)];
     for (const error of refused) {
       expect(error?.code).toBe(status.UNAUTHENTICATED);
@@ -175,6 +181,8 @@ describe('requireToken over gRPC', () => {
     expect(handled).toEqual([]);
     const logged = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(logged.map((r) => r.reason)).toEqual(['no token', 'no token', 'wrong token']);
+    // The same reasons reach onRefusal, which the coordinator counts in its /metrics.
+    expect(refusals).toEqual(['no token', 'no token', 'wrong token']);
     expect(lines.join('')).not.toContain('another-token');
   });
 

@@ -13,6 +13,7 @@ describe('typed messages of protocol version 2', () => {
       lossSum: 1.25,
       reportedLossSum: 0.1 + 0.2,
       reportedLossCount: 8n,
+      misclassified: [{ index: 2n ** 40n, label: 3, predicted: 1, confidence: 0.75 }],
     };
     const sent = TrainRequest.create({
       kind: { $case: 'evaluation', value: { requestId: 9n, computeSeconds: 0.5, counts } },

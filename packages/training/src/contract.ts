@@ -44,6 +44,13 @@ export interface ShareResult {
   computeSeconds: number;
 }
 
+/**
+ * How many misclassified test images every evaluation keeps (the lowest indices), per slice and
+ * once merged: enough for a grid of examples, small enough for every evaluation message. The
+ * wire contract (ClassificationCounts.misclassified) promises at most this many.
+ */
+export const MISCLASSIFIED_KEPT = 32;
+
 /** The top-k accuracies every evaluation reports (top-1 and top-3), so slices merge exactly. */
 export const EVALUATION_TOP_K: readonly number[] = [1, 3];
 

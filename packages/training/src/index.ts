@@ -15,6 +15,7 @@ export {
   isRingAbort,
   isRingWorker,
   type Membership,
+  MISCLASSIFIED_KEPT,
   type ReplicaEvaluation,
   type ReplicaState,
   type RingFormation,

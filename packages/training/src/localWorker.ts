@@ -15,6 +15,7 @@ import { createClassificationAccumulator } from '@shardline/metrics';
 import {
   type EvalAssignment,
   evaluationTopK,
+  MISCLASSIFIED_KEPT,
   type ShareAssignment,
   type ShareResult,
   type TrainingWorker,
@@ -125,13 +126,16 @@ export function evaluateSlice(
     numClasses: classNames.length,
     classNames,
     topK: evaluationTopK(classNames.length),
+    keepMisclassified: MISCLASSIFIED_KEPT,
   });
   const order = identityOrder(set.count);
   for (let start = slice.start; start < slice.end; start += batchSize) {
-    const batch = makeBatch(set, order.subarray(start, Math.min(start + batchSize, slice.end)));
+    const indices = order.subarray(start, Math.min(start + batchSize, slice.end));
+    const batch = makeBatch(set, indices);
     accumulator.update({
       probabilities: predictProbabilities(model, batch.xs, batch.shape),
       labels: batch.labels,
+      indices,
     });
   }
   return accumulator.snapshot();

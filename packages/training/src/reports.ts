@@ -10,7 +10,12 @@
  */
 import { ShardlineError } from '@shardline/core';
 import type { ClassificationState } from '@shardline/metrics';
-import type { EvalAssignment, ShareAssignment, ShareResult } from './contract.js';
+import {
+  type EvalAssignment,
+  MISCLASSIFIED_KEPT,
+  type ShareAssignment,
+  type ShareResult,
+} from './contract.js';
 
 /** The numbers of a share's result, without its gradient. */
 export type ShareNumbers = Pick<ShareResult, 'sampleCount' | 'loss' | 'correct' | 'computeSeconds'>;
@@ -162,6 +167,53 @@ export function checkEvaluationReport(
       state.reportedLossCount,
       `a count from 0 to ${size}`,
     );
+  }
+  checkMisclassified(state, slice, worker, what, size - diagonal, numClasses);
+}
+
+/**
+ * The misclassified images a slice's report names: at most MISCLASSIFIED_KEPT (and no more than
+ * the slice got wrong), in the slice, in ascending order without repeats, each with a label and
+ * a different prediction among the classes and a probability.
+ */
+function checkMisclassified(
+  state: ClassificationState,
+  slice: EvalAssignment,
+  worker: string,
+  what: string,
+  wrong: number,
+  numClasses: number,
+): void {
+  const list = state.misclassified ?? [];
+  const most = Math.min(MISCLASSIFIED_KEPT, wrong);
+  if (list.length > most) {
+    throw refuse(worker, what, 'misclassified', `with ${list.length} entries`, `at most ${most}`);
+  }
+  let previous = -1;
+  for (const [i, m] of list.entries()) {
+    if (!isCount(m.index) || m.index < slice.start || m.index >= slice.end || m.index <= previous) {
+      throw refuse(
+        worker,
+        what,
+        `misclassified[${i}].index`,
+        m.index,
+        `an image of the slice (${slice.start} to ${slice.end - 1}) after ${previous}`,
+      );
+    }
+    previous = m.index;
+    const isClass = (c: number) => Number.isInteger(c) && c >= 0 && c < numClasses;
+    if (!isClass(m.label) || !isClass(m.predicted) || m.label === m.predicted) {
+      throw refuse(
+        worker,
+        what,
+        `misclassified[${i}] label ${m.label}, predicted`,
+        m.predicted,
+        `two different classes from 0 to ${numClasses - 1}`,
+      );
+    }
+    if (!(m.confidence >= 0 && m.confidence <= 1)) {
+      throw refuse(worker, what, `misclassified[${i}].confidence`, m.confidence, 'from 0 to 1');
+    }
   }
 }
 

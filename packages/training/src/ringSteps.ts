@@ -31,6 +31,7 @@ import {
   evaluationTopK,
   isRingAbort,
   isRingWorker,
+  MISCLASSIFIED_KEPT,
   type ReplicaEvaluation,
   type ReplicaState,
   type RingFormation,
@@ -782,6 +783,7 @@ export async function evaluateRing(
         numClasses: options.classNames.length,
         classNames: options.classNames,
         topK: evaluationTopK(options.classNames.length),
+        keepMisclassified: MISCLASSIFIED_KEPT,
       });
       for (const answer of answers) accumulator.merge(answer.state);
       return { evaluation: accumulator.result(), replicaChecksum: answers[0]!.weightsChecksum };

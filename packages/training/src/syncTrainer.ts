@@ -35,6 +35,7 @@ import { averageGradients } from './averageGradients.js';
 import {
   evaluationTopK,
   type Membership,
+  MISCLASSIFIED_KEPT,
   type ShareAssignment,
   type ShareResult,
   type TrainingWorker,
@@ -300,17 +301,21 @@ async function runEpoch(
     }
     if (options.shouldStop?.()) return { stopped: true, stepInEpoch: s };
     const t0 = performance.now();
+    // The step's own loss and accuracy are what it adds to the epoch's sums.
+    const before = { ...running };
     const done = run.ring
       ? await ringStep(run, epoch, s, running)
       : await starStep(run, epoch, s, running);
     if (!done) return { stopped: true, stepInEpoch: s };
+    const wall = (performance.now() - t0) / 1000;
     workersSeen = Math.max(workersSeen, done.members);
-    times.wall += (performance.now() - t0) / 1000;
+    times.wall += wall;
     times.gather += done.gather;
     times.compute += done.compute;
     times.exchange += done.exchange ?? 0;
     times.optimizer += done.optimizer;
     seenHere += done.samples;
+    const stepSeen = Math.max(running.seen - before.seen, 1);
     options.reporter.progress({
       epoch: epoch + 1,
       epochs: options.config.epochs,
@@ -319,6 +324,16 @@ async function runEpoch(
       loss: running.lossSum / running.seen,
       accuracy: running.correct / running.seen,
       imagesPerSecond: seenHere / Math.max(times.wall, 1e-9),
+      step: run.step,
+      stepLoss: (running.lossSum - before.lossSum) / stepSeen,
+      stepAccuracy: (running.correct - before.correct) / stepSeen,
+      samples: done.samples,
+      workers: done.members,
+      stepSeconds: wall,
+      computeSeconds: done.compute,
+      // As the epoch's mean below splits it.
+      exchangeSeconds: done.exchange ?? Math.max(0, done.gather - done.compute),
+      optimizerSeconds: done.optimizer,
     });
     if (checkpointEvery > 0 && run.step % checkpointEvery === 0 && s + 1 < run.steps) {
       await checkpoint(run, epoch, s + 1, running);
@@ -353,6 +368,8 @@ async function runEpoch(
     optimizer_seconds: times.optimizer / stepsRun,
     ...epochTraffic(trafficBefore, trafficAfter, run.ring ? ringBytes : undefined),
     ...(replicaChecksum === undefined ? {} : { replica_checksum: replicaChecksum }),
+    confusion: evaluation.confusionMatrix,
+    misclassified: evaluation.misclassified ?? [],
   };
   run.history.push(metrics);
   options.reporter.epochEnd(metrics);
@@ -497,6 +514,7 @@ async function evaluateAll(
       numClasses: options.classNames.length,
       classNames: options.classNames,
       topK: evaluationTopK(options.classNames.length),
+      keepMisclassified: MISCLASSIFIED_KEPT,
     });
     const settled = await Promise.allSettled(
       members.map(async (worker, rank) =>

@@ -65,6 +65,7 @@ function evaluation(slice: EvalAssignment): ClassificationState {
     numClasses: 3,
     classNames: CLASSES,
     topK: [1, 3],
+    keepMisclassified: 32,
   });
   const n = slice.end - slice.start;
   const probabilities = new Float32Array(n * 3);
@@ -74,7 +75,11 @@ function evaluation(slice: EvalAssignment): ClassificationState {
     probabilities.set([0.1, 0.1, 0.1], i * 3);
     probabilities[i * 3 + predicted] = 0.8;
   }
-  accumulator.update({ probabilities, labels: labels.subarray(slice.start, slice.end) });
+  accumulator.update({
+    probabilities,
+    labels: labels.subarray(slice.start, slice.end),
+    indices: Array.from({ length: n }, (_, i) => slice.start + i),
+  });
   return accumulator.snapshot();
 }
 
@@ -84,6 +89,10 @@ describe('checkEvaluationReport', () => {
 
   it('counts the classes of a slice', () => {
     expect(slice.classCounts).toEqual([3, 2, 2]);
+  });
+
+  it('an honest slice names its misclassified images: the odd positions, in order', () => {
+    expect(evaluation(slice).misclassified!.map((m) => m.index)).toEqual([3, 5, 7]);
   });
 
   it('accepts an honest slice, with and without the class counts', () => {
@@ -114,6 +123,19 @@ describe('checkEvaluationReport', () => {
       [(s) => (s.lossSum = -3), 'reported loss_sum -3'],
       [(s) => (s.reportedLossSum = Number.POSITIVE_INFINITY), 'reported reported_loss_sum'],
       [(s) => (s.reportedLossCount = 8), 'reported reported_loss_count 8'],
+      // Misclassified images: in the slice, ascending, two different classes, no more than wrong.
+      [(s) => (s.misclassified![0]!.index = 1), 'reported misclassified[0].index 1'],
+      [(s) => (s.misclassified![1]!.index = 3), 'reported misclassified[1].index 3'],
+      [
+        (s) => (s.misclassified![0]!.predicted = s.misclassified![0]!.label),
+        'misclassified[0] label',
+      ],
+      [(s) => (s.misclassified![0]!.predicted = 3), 'expected two different classes from 0 to 2'],
+      [(s) => (s.misclassified![0]!.confidence = 2), 'reported misclassified[0].confidence 2'],
+      [
+        (s) => s.misclassified!.push({ index: 8, label: 1, predicted: 2, confidence: 0.8 }),
+        'reported misclassified with 4 entries for test images 2 to 9, expected at most 3',
+      ],
     ];
     for (const [lie, message] of lies) {
       const state = structuredClone(honestState);

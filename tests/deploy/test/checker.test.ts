@@ -96,7 +96,7 @@ Commands:
 
   it('reads the real CLIs: train under the coordinator, doctor under the worker, every worker flag with its variable', () => {
     const coordinator = specs['shardline-coordinator'];
-    expect([...coordinator.subcommands.keys()]).toEqual(['train', 'evaluate', 'predict']);
+    expect([...coordinator.subcommands.keys()]).toEqual(['train', 'evaluate', 'predict', 'report']);
     expect(coordinator.subcommands.get('train')!.options.get('--health-listen')?.value).toBe(
       'required',
     );
@@ -149,6 +149,16 @@ describe('checking an invocation', () => {
         OTHER: 'x',
       }),
     ).toEqual([]);
+  });
+
+  it("knows the coordinator's --dashboard and the worker's --metrics-listen, flags and variables", () => {
+    expect(check('shardline-coordinator', ['train', '--dashboard', '0.0.0.0:7071'])).toEqual([]);
+    expect(check('shardline-coordinator', ['train'], { SHARDLINE_DASHBOARD: 'off' })).toEqual([]);
+    expect(check('shardline-coordinator', ['train', '--dashbord=off'])[0]).toMatch(
+      /train has no option --dashbord\. Did you mean --dashboard\?/,
+    );
+    expect(check('shardline-worker', ['--metrics-listen', '0.0.0.0:9464'])).toEqual([]);
+    expect(check('shardline-worker', [], { SHARDLINE_METRICS_LISTEN: '0.0.0.0:9464' })).toEqual([]);
   });
 
   it('fails on a misspelt flag, and suggests the right one', () => {

@@ -9,7 +9,13 @@ import type {
   ServerWritableStream,
   sendUnaryData,
 } from '@grpc/grpc-js';
-import { type Logger, type ParamLayout, ShardlineError, toShardlineError } from '@shardline/core';
+import {
+  hasErrorCode,
+  type Logger,
+  type ParamLayout,
+  ShardlineError,
+  toShardlineError,
+} from '@shardline/core';
 import {
   type CoordinatorServiceServer,
   checkProtocolVersion,
@@ -37,6 +43,7 @@ import {
 import type { Membership, TrainingWorker } from '@shardline/training';
 import type { Reporter } from '../reporter.js';
 import { type DatasetFile, serveDatasetFile } from './datasetTransfer.js';
+import { REJECTION_REFUSALS, type RefusalHook, type RefusalReason } from './refusals.js';
 import { createRemoteRingWorker } from './remoteRingWorker.js';
 import {
   createRemoteWorker,
@@ -72,6 +79,8 @@ export interface ClusterOptions {
   datasetFile?: DatasetFile;
   reporter: Reporter;
   logger: Logger;
+  /** Hears every join, attach and message refused, by reason (the dashboard's /metrics). */
+  onRefusal?: RefusalHook;
 }
 
 /** Where the job stands, for GetStatus. */
@@ -150,6 +159,11 @@ interface ClusterState {
   readonly attached: RemoteWorker[];
   /** Ids already taken out of the group (a worker leaves once, however many ways it left). */
   readonly removed: Set<string>;
+  /**
+   * Set by stopAll: the workers it told to stop, and why. Their streams close next (a worker
+   * told to stop cancels its stream), which is the job ending, not those workers leaving it.
+   */
+  ended?: { ids: ReadonlySet<string>; reason: string };
   readonly everAttached: Set<string>;
   readonly encoder: WeightsEncoder;
   readonly traffic: { sent: number; received: number };
@@ -203,6 +217,10 @@ export function createCluster(options: ClusterOptions): Cluster {
       removeWorker(state, w, `dropped: ${reason}`);
     },
     async stopAll(reason, message) {
+      state.ended = {
+        ids: new Set(state.attached.map((w) => w.id)),
+        reason: `told to stop: ${message.replace(/\.$/, '')}`,
+      };
       const closing = state.attached.map((w) => w.closed);
       for (const w of [...state.attached]) w.stop(reason, message);
       await Promise.race([Promise.all(closing), new Promise((r) => setTimeout(r, 2000))]);
@@ -248,22 +266,34 @@ function removeWorker(state: ClusterState, w: RemoteWorker, why: string): void {
   if (i >= 0) state.attached.splice(i, 1);
   state.joined.delete(w.id);
   w.fail(new ShardlineError('CONNECTION_LOST', `Worker ${w.name} left: ${why}.`));
+  const ended = state.ended?.ids.has(w.id) ? state.ended : undefined;
+  if (ended) {
+    // How the stream closed ("it cancelled its stream") is a detail here, not news.
+    state.options.logger.debug('worker finished', { worker: w.name, stream: why });
+  }
   state.options.reporter.workerLeft({
     worker: w.name,
     worker_id: w.id,
-    reason: why,
+    reason: ended ? ended.reason : why,
     workers: state.attached.length,
+    ...(ended ? { job_ended: true } : {}),
   });
 }
 
 /** Join: admits a worker of the same protocol version while the job has room for it. */
 function join(state: ClusterState, request: JoinRequest): JoinResponse {
   const { options, joined } = state;
+  // What a refusal is counted as: the check under way when it threw.
+  let check: RefusalReason = 'protocol_version';
   try {
     checkProtocolVersion(request.protocolVersion, { role: 'worker', name: request.workerName });
+    check = 'join_limits';
     checkJoinBounds(request);
+    check = 'plugins';
     checkPlugins(request, options.job.plugins);
+    check = 'ring_member';
     if (options.job.exchange === Exchange.RING) checkRingMember(request);
+    check = 'pending_joins';
     if (state.pendingSince.size >= MAX_PENDING_JOINS) {
       throw new ShardlineError(
         'INVALID_ARGUMENT',
@@ -271,6 +301,7 @@ function join(state: ClusterState, request: JoinRequest): JoinResponse {
           'Attach the workers that joined (a join that does not attach within --worker-timeout is forgotten), then join again.',
       );
     }
+    check = 'max_workers';
     const max = options.maxWorkers ?? 0;
     if (max > 0 && joined.size >= max) {
       throw new ShardlineError(
@@ -284,6 +315,7 @@ function join(state: ClusterState, request: JoinRequest): JoinResponse {
       worker: cut(request.workerName, JOIN_LIMITS.workerName),
       reason: toShardlineError(error).message,
     });
+    options.onRefusal?.(check);
     throw error;
   }
   const info: RemoteWorkerInfo = {
@@ -372,6 +404,7 @@ function handleTrain(state: ClusterState, call: ServerDuplexStream<TrainRequest,
     try {
       worker = attachWorker(state, call, message);
     } catch (error) {
+      state.options.onRefusal?.(hasErrorCode(error, 'NOT_FOUND') ? 'unknown_worker' : 'bad_attach');
       // emit('error') ends the call with this status; destroy() would end it with none.
       call.emit('error', toGrpcStatus(error));
     }
@@ -408,6 +441,8 @@ function attachWorker(
     );
   }
   state.pendingSince.delete(workerId);
+  // The rejected report, if any, behind the message refused next (onRejected comes first).
+  let rejection: RejectionReason | undefined;
   const context = {
     job: options.job,
     layout: options.layout,
@@ -415,12 +450,17 @@ function attachWorker(
     traffic: state.traffic,
     classNames: options.classNames,
     onRejected: (reason: RejectionReason) => {
+      rejection = reason;
       state.rejections[reason]++;
       options.logger.warn('rejected a report', {
         worker: info.name,
         reason,
         rejected_total: Object.values(state.rejections).reduce((a, b) => a + b, 0),
       });
+    },
+    onRefused: () => {
+      options.onRefusal?.(rejection ? REJECTION_REFUSALS[rejection] : 'unexpected_message');
+      rejection = undefined;
     },
   };
   const worker =

@@ -132,6 +132,7 @@ export function createRemoteRingWorker(
   const name = info.name;
   let replicaVersion = -1;
   let lastStep = -1;
+  let lastShare: RemoteWorker['lastShare'];
   let lastSeenMs = Date.now();
   let reduce: PendingReduce | undefined;
   let evaluation: (Pending<ReplicaEvaluation> & { slice: EvalAssignment }) | undefined;
@@ -216,6 +217,7 @@ export function createRemoteRingWorker(
       throw error;
     }
     reduce = undefined;
+    lastShare = { samples: share.sampleCount, computeSeconds: share.computeSeconds };
     pending.resolve(share);
   };
 
@@ -365,6 +367,9 @@ export function createRemoteRingWorker(
     },
     get lastStep() {
       return lastStep;
+    },
+    get lastShare() {
+      return lastShare;
     },
     get lastSeenMs() {
       return lastSeenMs;
@@ -539,6 +544,7 @@ export function createRemoteRingWorker(
             return assertNever(kind);
         }
       } catch (error) {
+        if (kind.$case !== 'error') context.onRefused?.();
         refuseAndFail(call, worker, error);
       }
     },

@@ -106,6 +106,8 @@ export interface RemoteWorker extends TrainingWorker {
   /** The last step whose gradient arrived (-1: none yet) and when the worker last sent anything. */
   readonly lastStep: number;
   readonly lastSeenMs: number;
+  /** Its last accepted share: images and the seconds it reported computing them (the dashboard). */
+  readonly lastShare: { samples: number; computeSeconds: number } | undefined;
   /** True while a share or an evaluation is outstanding (the worker may be computing, silently). */
   readonly busy: boolean;
   /** Feeds a message the worker sent (the server's data handler calls this). */
@@ -130,6 +132,11 @@ export interface RemoteWorkerContext {
   classNames: readonly string[];
   /** Called for each report refused: a non-finite gradient, or numbers that fail a check. */
   onRejected?: (reason: RejectionReason) => void;
+  /**
+   * Called for each message refused (after `onRejected`, for a report): the stream ends for it.
+   * Not for the worker's own WorkerError, which is a failure it reports, not a refusal.
+   */
+  onRefused?: () => void;
 }
 
 /**
@@ -173,6 +180,7 @@ export function createRemoteWorker(
   const { job, layout, encoder, traffic } = context;
   let version = -1;
   let lastStep = -1;
+  let lastShare: RemoteWorker['lastShare'];
   let lastSeenMs = Date.now();
   let gradient:
     | (Pending<ShareResult> & { assignment: ShareAssignment; numbers?: ShareNumbers })
@@ -262,6 +270,7 @@ export function createRemoteWorker(
     gradient = undefined;
     traffic.received += tensor.bytes.byteLength;
     lastStep = Number(done.key);
+    lastShare = { samples: numbers.sampleCount, computeSeconds: numbers.computeSeconds };
     done.resolve({ ...numbers, gradient: values });
   };
 
@@ -296,6 +305,9 @@ export function createRemoteWorker(
     closed,
     get lastStep() {
       return lastStep;
+    },
+    get lastShare() {
+      return lastShare;
     },
     get lastSeenMs() {
       return lastSeenMs;
@@ -387,6 +399,7 @@ export function createRemoteWorker(
             return assertNever(kind);
         }
       } catch (error) {
+        if (kind.$case !== 'error') context.onRefused?.();
         refuseAndFail(call, worker, error);
       }
     },
@@ -486,6 +499,13 @@ export function stateFromCounts(
     topKHits: counts.topKHits.map((v, i) => toNumber(v, `top_k_hits[${i}]`)),
     reportedLossSum: counts.reportedLossSum,
     reportedLossCount: toNumber(counts.reportedLossCount, 'reported_loss_count'),
+    // Checked against the slice with the rest of the report (checkEvaluationReport).
+    misclassified: counts.misclassified.map((m, i) => ({
+      index: toNumber(m.index, `misclassified[${i}].index`),
+      label: m.label,
+      predicted: m.predicted,
+      confidence: m.confidence,
+    })),
   };
 }
 

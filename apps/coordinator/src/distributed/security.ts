@@ -34,6 +34,7 @@ import {
   TOKEN_ENV,
   TOKEN_FILE_ENV,
 } from '@shardline/protocol';
+import type { RefusalHook } from './refusals.js';
 
 /** The security flags of `train`, the token file already read. */
 export interface ServerSecurityFlags {
@@ -62,11 +63,15 @@ export interface ServerSecurity {
   tls: 'off' | 'tls' | 'mutual';
   /** Whether every call must carry the token. */
   tokenRequired: boolean;
-  /** The service implementation to register: wrapped with the token check when one is set. */
+  /**
+   * The service implementation to register: wrapped with the token check when one is set.
+   * `onRefusal` hears each call refused for its token (`no_token` or `wrong_token`).
+   */
   protect<S extends UntypedServiceImplementation>(
     definition: ServiceDefinition,
     implementation: S,
     logger: Logger,
+    onRefusal?: RefusalHook,
   ): S;
   /** What local worker processes need to join, given the address the server got. */
   localWorkers(address: string): LocalWorkerLink;
@@ -154,10 +159,19 @@ export function resolveServerSecurity(
     credentials,
     tls,
     tokenRequired: token !== undefined,
-    protect(definition, implementation, log) {
+    protect(definition, implementation, log, onRefusal) {
       return token === undefined
         ? implementation
-        : requireToken(definition, implementation, { token, logger: log });
+        : requireToken(definition, implementation, {
+            token,
+            logger: log,
+            ...(onRefusal
+              ? {
+                  onRefusal: (reason) =>
+                    onRefusal(reason === 'no token' ? 'no_token' : 'wrong_token'),
+                }
+              : {}),
+          });
     },
     localWorkers(address) {
       return localWorkerLink(address, files, token);

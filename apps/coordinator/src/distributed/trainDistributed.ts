@@ -25,6 +25,7 @@ import {
 } from '@shardline/protocol';
 import { runSynchronousTraining } from '@shardline/training';
 import { HealthImplementation } from 'grpc-health-check';
+import type { ClusterObserver } from '../dashboard/runDashboard.js';
 import {
   checkpointOptions,
   finishRun,
@@ -34,6 +35,7 @@ import {
   type TrainResult,
 } from '../job.js';
 import { pluginRequirements, wireHyperparameters } from '../jobModel.js';
+import { recordRunEvents } from '../report/recorder.js';
 import type { Reporter } from '../reporter.js';
 import { prepareOutDir } from '../runOutputs.js';
 import { resolveExchange, type TrainConfig } from '../trainConfig.js';
@@ -86,17 +88,23 @@ function bind(server: Server, address: string, credentials: ServerCredentials): 
   );
 }
 
-/** Runs a whole distributed job. */
+/**
+ * Runs a whole distributed job. `dashboard` (the run's, when it has one) counts refusals and
+ * watches the cluster's workers and traffic.
+ */
 export async function trainDistributed(
   requested: TrainConfig,
   settings: DistributedSettings,
-  reporter: Reporter,
+  given: Reporter,
   logger: Logger,
   streams: { stderr: { write(chunk: string): unknown } },
   control: RunControl = {},
   sources: JobSources = {},
+  dashboard?: ClusterObserver,
 ): Promise<TrainResult> {
   const started = Date.now();
+  // Every event also goes to <out>/events.jsonl, the record report.html is built from.
+  const reporter = recordRunEvents(given, logger);
   let config = requested;
   // Security first: bad PEM files or an unprotected non-loopback --listen fail before any work.
   const security = resolveServerSecurity(settings.security ?? {}, settings, logger);
@@ -112,6 +120,7 @@ export async function trainDistributed(
   try {
     const selection = await selectBackend(config.backend, { logger });
     const { data, resolved, layout } = await prepareJobInputs(config, 'describe', logger, sources);
+    dashboard?.serveTestImages(data.testSet);
     // Once, for the whole job: every worker follows the JobSpec it joined with. The resolved
     // mode is what checkpoints and summary.json record.
     const choice = resolveExchange(requested.exchange, {
@@ -181,10 +190,12 @@ export async function trainDistributed(
       workerTimeoutMs: settings.workerTimeoutMs,
       reporter,
       logger,
+      ...(dashboard ? { onRefusal: dashboard.refused } : {}),
     });
+    dashboard?.watchCluster(cluster);
     server.addService(
       CoordinatorServiceDefinition,
-      security.protect(CoordinatorServiceDefinition, cluster.service, logger),
+      security.protect(CoordinatorServiceDefinition, cluster.service, logger, dashboard?.refused),
     );
     // The standard gRPC health service, for orchestrators' readiness and liveness probes. It is
     // not behind the token: probes carry no secrets, and it reveals nothing but SERVING.
@@ -227,6 +238,7 @@ export async function trainDistributed(
       exchange: choice.exchange,
       seed: config.seed,
       steps_per_epoch: Math.ceil(trainCount / config.batchSize),
+      class_names: [...classNames],
       local_workers: settings.localWorkers,
       min_workers: settings.minWorkers,
       out: outDir.path,
@@ -254,6 +266,9 @@ export async function trainDistributed(
           ...link.args,
         ],
         env: link.env,
+        // Routine records go to <out>/logs/<name>.log; warnings and errors to stderr as well.
+        out: outDir.path,
+        logFormat: config.logFormat,
         stderr: streams.stderr,
         // A worker that never joined failed to start (bad data, bad flags): fail the job with its
         // words rather than wait. One that did join is a worker failure like any other: the

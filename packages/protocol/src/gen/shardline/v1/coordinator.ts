@@ -842,6 +842,23 @@ export interface ClassificationCounts {
   reportedLossSum: number;
   /** Images covered by reported_loss_sum (0 when the model reported no loss). */
   reportedLossCount: bigint;
+  /**
+   * Up to 32 of the slice's misclassified images, the lowest test-set indices first, so the
+   * coordinator can show some (the dashboard's grid) without evaluating anything itself.
+   */
+  misclassified: MisclassifiedImage[];
+}
+
+/** A test image the model got wrong. */
+export interface MisclassifiedImage {
+  /** The image's index in the test set (within the slice that was evaluated). */
+  index: bigint;
+  /** Its true class. */
+  label: number;
+  /** The class the model predicted (the highest score), never the label. */
+  predicted: number;
+  /** The predicted class's probability, 0 to 1. */
+  confidence: number;
 }
 
 /** Which share of which step the worker computes, on which weights. */
@@ -5376,7 +5393,16 @@ export const EvaluationResult: MessageFns<EvaluationResult> = {
 };
 
 function createBaseClassificationCounts(): ClassificationCounts {
-  return { count: 0n, confusion: [], topK: [], topKHits: [], lossSum: 0, reportedLossSum: 0, reportedLossCount: 0n };
+  return {
+    count: 0n,
+    confusion: [],
+    topK: [],
+    topKHits: [],
+    lossSum: 0,
+    reportedLossSum: 0,
+    reportedLossCount: 0n,
+    misclassified: [],
+  };
 }
 
 export const ClassificationCounts: MessageFns<ClassificationCounts> = {
@@ -5425,6 +5451,9 @@ export const ClassificationCounts: MessageFns<ClassificationCounts> = {
         throw new globalThis.Error("value provided for field message.reportedLossCount of type uint64 too large");
       }
       writer.uint32(56).uint64(message.reportedLossCount);
+    }
+    for (const v of message.misclassified) {
+      MisclassifiedImage.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -5528,6 +5557,14 @@ export const ClassificationCounts: MessageFns<ClassificationCounts> = {
             message.reportedLossCount = reader.uint64() as bigint;
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.misclassified.push(MisclassifiedImage.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5569,6 +5606,9 @@ export const ClassificationCounts: MessageFns<ClassificationCounts> = {
         : isSet(object.reported_loss_count)
         ? BigInt(object.reported_loss_count)
         : 0n,
+      misclassified: globalThis.Array.isArray(object?.misclassified)
+        ? object.misclassified.map((e: any) => MisclassifiedImage.fromJSON(e))
+        : [],
     };
   },
 
@@ -5595,6 +5635,9 @@ export const ClassificationCounts: MessageFns<ClassificationCounts> = {
     if (message.reportedLossCount !== 0n) {
       obj.reportedLossCount = message.reportedLossCount.toString();
     }
+    if (message.misclassified?.length) {
+      obj.misclassified = message.misclassified.map((e) => MisclassifiedImage.toJSON(e));
+    }
     return obj;
   },
 
@@ -5612,6 +5655,127 @@ export const ClassificationCounts: MessageFns<ClassificationCounts> = {
     message.reportedLossCount = (object.reportedLossCount !== undefined && object.reportedLossCount !== null)
       ? BigInt(object.reportedLossCount)
       : 0n;
+    message.misclassified = object.misclassified?.map((e) => MisclassifiedImage.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMisclassifiedImage(): MisclassifiedImage {
+  return { index: 0n, label: 0, predicted: 0, confidence: 0 };
+}
+
+export const MisclassifiedImage: MessageFns<MisclassifiedImage> = {
+  encode(message: MisclassifiedImage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0n) {
+      if (BigInt.asUintN(64, message.index) !== message.index) {
+        throw new globalThis.Error("value provided for field message.index of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.index);
+    }
+    if (message.label !== 0) {
+      writer.uint32(16).uint32(message.label);
+    }
+    if (message.predicted !== 0) {
+      writer.uint32(24).uint32(message.predicted);
+    }
+    if (message.confidence !== 0) {
+      writer.uint32(37).float(message.confidence);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MisclassifiedImage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMisclassifiedImage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.label = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.predicted = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 37) {
+              break;
+            }
+
+            message.confidence = reader.float();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MisclassifiedImage {
+    return {
+      index: isSet(object.index) ? BigInt(object.index) : 0n,
+      label: isSet(object.label) ? globalThis.Number(object.label) : 0,
+      predicted: isSet(object.predicted) ? globalThis.Number(object.predicted) : 0,
+      confidence: isSet(object.confidence) ? globalThis.Number(object.confidence) : 0,
+    };
+  },
+
+  toJSON(message: MisclassifiedImage): unknown {
+    const obj: any = {};
+    if (message.index !== 0n) {
+      obj.index = message.index.toString();
+    }
+    if (message.label !== 0) {
+      obj.label = Math.round(message.label);
+    }
+    if (message.predicted !== 0) {
+      obj.predicted = Math.round(message.predicted);
+    }
+    if (message.confidence !== 0) {
+      obj.confidence = floatToJson(message.confidence);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MisclassifiedImage>, I>>(base?: I): MisclassifiedImage {
+    return MisclassifiedImage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MisclassifiedImage>, I>>(object: I): MisclassifiedImage {
+    const message = createBaseMisclassifiedImage();
+    message.index = (object.index !== undefined && object.index !== null) ? BigInt(object.index) : 0n;
+    message.label = object.label ?? 0;
+    message.predicted = object.predicted ?? 0;
+    message.confidence = object.confidence ?? 0;
     return message;
   },
 };
