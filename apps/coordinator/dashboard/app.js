@@ -8,7 +8,7 @@
 // the page re-reads api/state and opens a new one. Every (re)connection starts from a snapshot,
 // so nothing is missed.
 
-import { chartsAvailable, confusionCells, createCharts } from './charts.js';
+import { chartsAvailable, createCharts } from './charts.js';
 import {
   renderConnection,
   renderJob,
@@ -90,10 +90,8 @@ function fillCharts() {
   if (!charts || !run) return;
   charts.replace('steps', run.train.points);
   charts.replace('epochs', run.test);
-  charts.replace(
-    'confusion',
-    run.confusion ? confusionCells(run.confusion.matrix, run.confusion.class_names) : [],
-  );
+  // The server sends the heat map's cells already shaped (the report's confusionCells).
+  charts.replace('confusion', run.confusion?.cells ?? []);
   document.getElementById('confusion-section').hidden = !run.confusion;
   scheduleCharts();
 }
@@ -203,7 +201,7 @@ const apply = {
     run.test.push(point);
     if (confusion) {
       run.confusion = confusion;
-      page.charts?.replace('confusion', confusionCells(confusion.matrix, confusion.class_names));
+      page.charts?.replace('confusion', confusion.cells);
       document.getElementById('confusion-section').hidden = false;
     }
     if (misclassified) {

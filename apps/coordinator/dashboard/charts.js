@@ -12,25 +12,6 @@ const { vega, vegaLite } = globalThis;
 export const chartsAvailable = () => Boolean(vega && vegaLite);
 
 /**
- * One heat map cell per matrix entry (rows = true class), as src/report/charts.ts
- * `confusionCells` makes them for report.html: same fields, same row shares.
- */
-export function confusionCells(matrix, classNames) {
-  const name = (i) => classNames[i] ?? String(i);
-  return matrix.flatMap((row, t) => {
-    const total = row.reduce((a, b) => a + b, 0);
-    return row.map((count, p) => ({
-      true_index: t,
-      true_class: name(t),
-      predicted_index: p,
-      predicted_class: name(p),
-      count,
-      row_fraction: total === 0 ? 0 : count / total,
-    }));
-  });
-}
-
-/**
  * Builds every chart of `described` (the api/charts answer) into the element of `root` whose
  * `data-chart` is its name. Resolves with the set, drawn and empty.
  */

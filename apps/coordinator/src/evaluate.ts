@@ -135,7 +135,7 @@ export async function evaluateSavedModel(options: EvaluateOptions): Promise<Eval
         `${data.name} (${data.split}) has no images to evaluate.`,
       );
     }
-    const state = evaluateSlice(
+    const state = await evaluateSlice(
       saved.model,
       test,
       { start: 0, end: test.count },

@@ -4,8 +4,8 @@
  *
  * Every setting comes from, in this order of precedence, its flag, its environment variable
  * (`SHARDLINE_` + the flag in upper snake case), the JSON config file (`--config` /
- * `SHARDLINE_CONFIG`, keys in camelCase) or its default: the same model as `shardline-worker`,
- * from @shardline/core/settings.
+ * `SHARDLINE_CONFIG`, keys in camelCase), the `--preset` recipe (presets.ts) or its default:
+ * the same model as `shardline-worker`, from @shardline/core/settings.
  */
 import {
   BackendNames,
@@ -44,6 +44,7 @@ import {
   positiveInt,
   positiveNumber,
 } from './parsers.js';
+import { TRAIN_PRESET_NAMES, TRAIN_PRESETS } from './presets.js';
 
 /** Everything a training job needs to know, validated: the trainer's settings and the job's. */
 export interface TrainConfig extends TrainerConfig {
@@ -319,6 +320,18 @@ const EXCHANGE = [
 /** The model, the data and the optimisation. */
 const JOB = [
   setting({
+    flag: '--preset',
+    argument: '<name>',
+    description: `a named recipe whose values any other flag, variable or config key overrides: ${Object.entries(
+      TRAIN_PRESETS,
+    )
+      .map(([name, preset]) => `${name} (${preset.description})`)
+      .join('; ')}`,
+    type: 'string',
+    choices: TRAIN_PRESET_NAMES,
+    parse: oneOf(TRAIN_PRESET_NAMES),
+  }),
+  setting({
     flag: '--model',
     argument: '<name|file>',
     description: `model to train: ${MODELS.join(', ')}, or a TensorFlow.js layers model.json, or an ES module (.mjs/.js) exporting a model spec`,
@@ -502,7 +515,8 @@ const RUN = [
   setting({
     flag: '--worker-timeout',
     argument: '<seconds>',
-    description: 'drop a worker that has not returned its share this long after a step began',
+    description:
+      'drop a worker that has not returned its share this long after a step began, or that sent nothing this long while idle or evaluating',
     type: 'number',
     defaultValue: () => 10,
     parse: positiveNumber,
@@ -607,6 +621,7 @@ export const TRAIN_SETTINGS_MODEL = defineSettings({
   subject: 'coordinator',
   example: '{"epochs": 30, "listen": "0.0.0.0:7070"}',
   fileForms: [TOKEN_FILE_FORM],
+  presets: { setting: 'preset', presets: TRAIN_PRESETS },
 });
 
 /** The resolved settings of `train`, typed from {@link TRAIN_SETTINGS}. */

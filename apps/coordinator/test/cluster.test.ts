@@ -4,25 +4,15 @@
  * handlers. No sockets, no processes: a regression here shows in milliseconds. The e2e tests
  * (resilience, badInput) run the same paths over real gRPC.
  */
-import { EventEmitter } from 'node:events';
 import type { ServerDuplexStream, ServerUnaryCall, ServiceError } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
+import { hasErrorCode, ShardlineError } from '@shardline/core';
 import {
-  createLogger,
-  hasErrorCode,
-  type LogFields,
-  type ParamLayout,
-  ShardlineError,
-} from '@shardline/core';
-import {
-  DataType,
-  DEFAULT_CHUNK_BYTES,
   Exchange,
   type GetStatusRequest,
   type GetStatusResponse,
   JobSpec,
-  JoinRequest,
-  type JoinResponse,
+  type JoinRequest,
   PROTOCOL_VERSION,
   StopReason,
   type TrainRequest,
@@ -31,113 +21,13 @@ import {
 import { isRingWorker } from '@shardline/training';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
-  type Cluster,
-  type ClusterOptions,
   checkPeerAddress,
-  createCluster,
+  heartbeatIntervalFor,
   JOIN_LIMITS,
   MAX_PENDING_JOINS,
   RING_CAPABILITY,
 } from '../src/distributed/cluster.js';
-import type { Reporter } from '../src/reporter.js';
-
-const layout: ParamLayout = { slots: [], size: 4, fingerprint: '00000000000000aa' };
-const job = JobSpec.fromPartial({
-  jobId: 'job-1',
-  modelName: 'mlp',
-  datasetName: 'fashion-mnist',
-  globalBatchSize: 8,
-  epochs: 1,
-  gradientDtype: DataType.FLOAT32,
-  weightsDtype: DataType.FLOAT32,
-  maxChunkBytes: DEFAULT_CHUNK_BYTES,
-  layoutFingerprint: layout.fingerprint,
-  parameterCount: layout.size,
-});
-
-/** A Train stream as the server sees it: records what the coordinator writes and how it ends. */
-class FakeTrainStream extends EventEmitter {
-  readonly written: TrainResponse[] = [];
-  writableEnded = false;
-  destroyed = false;
-  status: (Error & { code?: number }) | undefined;
-  write(message: TrainResponse): boolean {
-    this.written.push(message);
-    return true;
-  }
-  end(): void {
-    this.writableEnded = true;
-  }
-  getPeer(): string {
-    return '127.0.0.1:50000';
-  }
-  override emit(event: string | symbol, ...args: unknown[]): boolean {
-    // The server answers a refused stream with emit('error', status): record it as the status.
-    if (event === 'error' && this.status === undefined) this.status = args[0] as Error;
-    return super.emit(event, ...args);
-  }
-  /** The worker sends a message. */
-  send(message: TrainRequest): void {
-    super.emit('data', message);
-  }
-}
-
-interface Harness {
-  cluster: Cluster;
-  logs: LogFields[];
-  left: Array<{ worker: string; reason: string }>;
-  /** Joins a worker by name and returns its id. */
-  join(name: string, request?: Partial<JoinRequest>): Promise<string>;
-  /** Joins and attaches a worker; returns its stream. */
-  attach(name: string, request?: Partial<JoinRequest>): Promise<FakeTrainStream>;
-}
-
-function harness(options: Partial<ClusterOptions> = {}): Harness {
-  const logs: LogFields[] = [];
-  const left: Array<{ worker: string; reason: string }> = [];
-  const reporter: Reporter = {
-    started() {},
-    workerJoined() {},
-    workerLeft: (info) => left.push({ worker: info.worker, reason: info.reason }),
-    progress() {},
-    epochEnd() {},
-    done() {},
-  };
-  const cluster = createCluster({
-    job,
-    layout,
-    minWorkers: 1,
-    classNames: ['a', 'b', 'c', 'd'],
-    reporter,
-    logger: createLogger({
-      level: 'info',
-      format: 'json',
-      sink: { write: (line) => logs.push(JSON.parse(line) as LogFields) },
-    }),
-    ...options,
-  });
-  const join = (name: string, request: Partial<JoinRequest> = {}) =>
-    new Promise<string>((resolve, reject) => {
-      const call = {
-        request: JoinRequest.fromPartial({
-          protocolVersion: PROTOCOL_VERSION,
-          workerName: name,
-          ...request,
-        }),
-      } as ServerUnaryCall<JoinRequest, JoinResponse>;
-      cluster.service.join(call, (error, response) =>
-        error ? reject(error) : resolve(response!.workerId),
-      );
-    });
-  const attach = async (name: string, request: Partial<JoinRequest> = {}) => {
-    const workerId = await join(name, request);
-    const stream = new FakeTrainStream();
-    cluster.service.train(stream as unknown as ServerDuplexStream<TrainRequest, TrainResponse>);
-    stream.send({ kind: { $case: 'attach', value: { workerId, weightsVersion: undefined } } });
-    return stream;
-  };
-  return { cluster, logs, left, join, attach };
-}
+import { FakeTrainStream, harness, job, layout } from './clusterHarness.js';
 
 const stopsOf = (stream: FakeTrainStream) =>
   stream.written.flatMap((m) => (m.kind?.$case === 'stop' ? [m.kind.value] : []));
@@ -201,6 +91,14 @@ describe('createCluster: waiting for members', () => {
 });
 
 describe('createCluster: the heartbeat sweep', () => {
+  it('asks for a heartbeat every 2 s, or 4 per --worker-timeout when that is shorter', () => {
+    // A heartbeat delayed by an evaluation batch must still arrive within --worker-timeout.
+    expect(heartbeatIntervalFor(10_000)).toBe(2000);
+    expect(heartbeatIntervalFor(2_000)).toBe(500);
+    expect(heartbeatIntervalFor(0)).toBe(2000);
+    expect(heartbeatIntervalFor(undefined)).toBe(2000);
+  });
+
   it('drops an idle worker silent past --worker-timeout and keeps one that sends heartbeats', async () => {
     const { cluster, left, attach } = harness({ workerTimeoutMs: 5_000 });
     const quiet = await attach('quiet');
@@ -241,6 +139,42 @@ describe('createCluster: the heartbeat sweep', () => {
     // Leaving fails the share it owed, as a lost connection.
     cluster.drop?.(worker!, 'test over');
     expect(hasErrorCode(await share, 'CONNECTION_LOST')).toBe(true);
+    cluster.close();
+  });
+
+  it('drops a worker silent past --worker-timeout while it owes an evaluation, failing the evaluation', async () => {
+    // An evaluation has no deadline of its own: a real worker heartbeats between its batches,
+    // so one that says nothing (stuck, or a client that ignores the request) must not hang the job.
+    const { cluster, left, attach } = harness({ workerTimeoutMs: 5_000 });
+    await attach('evaluating');
+    const [worker] = await cluster.members();
+    const evaluation = worker!
+      .evaluate({ start: 0, end: 4 }, { version: 0, params: new Float32Array(layout.size) })
+      .catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(7_000);
+    expect(left).toEqual([
+      {
+        worker: 'evaluating',
+        reason: expect.stringMatching(/^no heartbeat for 6 s \(--worker-timeout 5\)$/),
+      },
+    ]);
+    expect(hasErrorCode(await evaluation, 'CONNECTION_LOST')).toBe(true);
+    cluster.close();
+  });
+
+  it('keeps an evaluating worker that heartbeats between its batches', async () => {
+    const { cluster, left, attach } = harness({ workerTimeoutMs: 5_000 });
+    const evaluating = await attach('evaluating');
+    const [worker] = await cluster.members();
+    void worker!
+      .evaluate({ start: 0, end: 4 }, { version: 0, params: new Float32Array(layout.size) })
+      .catch(() => {});
+    for (let t = 0; t < 20; t++) {
+      evaluating.send({ kind: { $case: 'heartbeat', value: { step: 0n, unixTimeMs: 0n } } });
+      await vi.advanceTimersByTimeAsync(1_000);
+    }
+    expect(left).toEqual([]);
+    cluster.drop?.(worker!, 'test over');
     cluster.close();
   });
 });

@@ -14,8 +14,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { credentials, Metadata, status } from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS, CoordinatorClient } from '@shardline/protocol';
+import { makeCertificate } from '@shardline/test-support/certificates';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeCertificate } from './certificates.js';
 import { checkHealth } from './healthCheck.js';
 import { cliPath, runCli } from './runCli.js';
 

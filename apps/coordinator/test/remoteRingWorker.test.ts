@@ -524,6 +524,9 @@ describe('createRemoteRingWorker: evaluation', () => {
     const h = await atVersion(6);
     const evaluated = h.worker.evaluateReplica({ start: 0, end: 4 }, 6);
     await new Promise((r) => setImmediate(r));
+    // Not busy while evaluating: the worker heartbeats between its batches, so the cluster's
+    // silence sweep (not a step deadline) is what ends an evaluation it never answers.
+    expect(h.worker.busy).toBe(false);
     const [request] = h.stream.of('evaluate');
     expect(request).toEqual({
       requestId: expect.any(BigInt),

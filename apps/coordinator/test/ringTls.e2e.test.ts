@@ -11,22 +11,10 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  type ChannelCredentials,
-  credentials,
-  Metadata,
-  type ServiceError,
-  status,
-} from '@grpc/grpc-js';
-import {
-  CHANNEL_OPTIONS,
-  createTokenInterceptor,
-  DataType,
-  PeerServiceClient,
-  RingPhase,
-} from '@shardline/protocol';
+import { type ChannelCredentials, credentials, status } from '@grpc/grpc-js';
+import { makeCertificate, makeRingPeerCertificate } from '@shardline/test-support/certificates';
+import { ringCall } from '@shardline/test-support/peerProbe';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { makeCertificate, makeRingPeerCertificate } from './certificates.js';
 import { killStarted, logged, startProcess, within, workerCli } from './processes.js';
 import { cliPath } from './runCli.js';
 
@@ -80,46 +68,6 @@ afterEach(() => killStarted());
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
-
-/**
- * A Ring call on a peer endpoint with the job's token, sending a chunk before any hello: an
- * endpoint that lets the call through TLS and the token refuses that with INVALID_ARGUMENT at
- * once (touching no ring), so that status means "got in"; a refused handshake is UNAVAILABLE.
- */
-function peerCall(address: string, creds: ChannelCredentials): Promise<ServiceError> {
-  const client = new PeerServiceClient(address, creds, {
-    ...CHANNEL_OPTIONS,
-    interceptors: [createTokenInterceptor(TOKEN)],
-  });
-  return new Promise<ServiceError>((resolve, reject) => {
-    const call = client.ring(new Metadata(), { deadline: Date.now() + 10_000 }, (error) => {
-      client.close();
-      if (error) resolve(error);
-      else reject(new Error(`the call to ${address} succeeded`));
-    });
-    call.on('error', () => {});
-    const data = Buffer.alloc(16);
-    call.write({
-      kind: {
-        $case: 'chunk',
-        value: {
-          step: 0n,
-          phase: RingPhase.REDUCE_SCATTER,
-          round: 0,
-          segment: 0,
-          chunk: 0,
-          offset: 0n,
-          count: 4,
-          samples: 1n,
-          dtype: DataType.FLOAT32,
-          data,
-          crc32: 0,
-        },
-      },
-    });
-    call.end();
-  });
-}
 
 describe('ring mode under mutual TLS', () => {
   it('two remote workers all-reduce over TLS to the end with agreeing replicas; callers without a certificate from the CA are refused at the handshake', {
@@ -194,7 +142,7 @@ describe('ring mode under mutual TLS', () => {
         ['from the CA', credentials.createSsl(ca, read('worker-b', 'key'), read('worker-b'))],
       ];
       for (const [who, creds] of outsiders) {
-        const error = await peerCall(address, creds);
+        const error = await ringCall(address, TOKEN, creds);
         calls.push({ who, code: error.code, details: error.details });
       }
     }

@@ -88,6 +88,41 @@ describe('the run state', () => {
       result: { model_path: '/m' },
       eta: { run_seconds: 0 },
     });
+    // The heat map's cells come shaped, as report.html's: the page draws them as they are.
+    expect(snapshot.confusion?.cells).toEqual([
+      {
+        true_index: 0,
+        true_class: 'a',
+        predicted_index: 0,
+        predicted_class: 'a',
+        count: 3,
+        row_fraction: 0.6,
+      },
+      {
+        true_index: 0,
+        true_class: 'a',
+        predicted_index: 1,
+        predicted_class: 'b',
+        count: 2,
+        row_fraction: 0.4,
+      },
+      {
+        true_index: 1,
+        true_class: 'b',
+        predicted_index: 0,
+        predicted_class: 'a',
+        count: 1,
+        row_fraction: 0.2,
+      },
+      {
+        true_index: 1,
+        true_class: 'b',
+        predicted_index: 1,
+        predicted_class: 'b',
+        count: 4,
+        row_fraction: 0.8,
+      },
+    ]);
     expect(snapshot.job).not.toHaveProperty('class_names');
     expect(snapshot.test.map((p) => p.epoch)).toEqual([1, 2]);
     expect(snapshot.test[0]).not.toHaveProperty('confusion');

@@ -25,8 +25,8 @@ import {
   JobState,
   PROTOCOL_VERSION,
 } from '@shardline/protocol';
+import { makeCertificate } from '@shardline/test-support/certificates';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeCertificate } from './certificates.js';
 import { cliPath, runCli } from './runCli.js';
 
 const workerCli = fileURLToPath(new URL('../../worker/dist/cli.js', import.meta.url));

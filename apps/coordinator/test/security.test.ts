@@ -8,6 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '@shardline/core';
+import { makeCertificate } from '@shardline/test-support/certificates';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   localDialAddress,
@@ -15,7 +16,6 @@ import {
   resolveServerSecurity,
   type ServerSecurityFlags,
 } from '../src/distributed/security.js';
-import { makeCertificate } from './certificates.js';
 
 const TOKEN = 'unit-secret-0123456789abcdef';
 

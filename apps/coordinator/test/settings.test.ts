@@ -427,6 +427,29 @@ describe('the job the settings turn into', () => {
     });
   });
 
+  it('is the recorded five-epoch run with --preset five-epochs, whose values any flag overrides', async () => {
+    // docs/runs/seed-cnn-five-epochs/README.md records the run with these explicit flags.
+    const recorded = await jobOf(
+      '--model seed-cnn --epochs 5 --batch-size 64 --learning-rate 0.002 --schedule cosine --warmup-epochs 0.2 --augment --weight-decay 0.00005 --seed 1 --out runs/x'.split(
+        ' ',
+      ),
+    );
+    const preset = await jobOf(['--preset', 'five-epochs', '--seed', '1', '--out', 'runs/x']);
+    expect(preset.config).toEqual(recorded.config);
+    expect(preset.flags).toEqual(recorded.flags);
+    const longer = await jobOf(['--preset', 'five-epochs', '--epochs', '8'], {
+      SHARDLINE_BATCH_SIZE: '128',
+    });
+    expect(longer.config).toMatchObject({ epochs: 8, batchSize: 128, learningRate: 0.002 });
+    const printed = await printConfig(['--preset', 'five-epochs', '--epochs', '8']);
+    expect(printed.rows.epochs).toEqual({ value: '8', source: 'flag --epochs' });
+    expect(printed.rows.schedule).toEqual({ value: 'cosine', source: 'preset five-epochs' });
+    expect(printed.rows.seed).toEqual({ value: '42', source: 'default' });
+    const unknown = await run(['--preset', 'fast', '--print-config']);
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toContain('five-epochs');
+  });
+
   it('lets a --token flag override a token file from the environment', async () => {
     const job = await jobOf(['--token', SECRET], {
       SHARDLINE_TOKEN_FILE: join(dir, 'does-not-matter'),

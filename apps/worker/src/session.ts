@@ -560,8 +560,11 @@ function isGrpcStatus(error: unknown): error is ServiceError {
   return typeof (error as Partial<ServiceError> | undefined)?.code === 'number';
 }
 
-/** Proof of life between steps (during one, the event loop computes and the coordinator's
- * per-step deadline applies instead). */
+/**
+ * Proof of life between steps and between evaluation batches (during a step the event loop
+ * computes and the coordinator's per-step deadline applies instead; an evaluation has no
+ * deadline, so these heartbeats are how the coordinator tells a slow evaluation from a lost one).
+ */
 function sendHeartbeat(session: Session): void {
   const { call } = session;
   if (call.writableEnded || call.destroyed) return;

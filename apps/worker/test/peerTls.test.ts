@@ -11,6 +11,8 @@
 
 import { credentials, status } from '@grpc/grpc-js';
 import { createLogger, isShardlineError, type Logger, silentLogger } from '@shardline/core';
+import { makeTestCertificates, type TestCertificates } from '@shardline/test-support/certificates';
+import { ringCall } from '@shardline/test-support/peerProbe';
 import { type RingResult, ringAllReduce } from '@shardline/training';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createGrpcRingLink, type GrpcRingLink } from '../src/peer/grpcRingLink.js';
@@ -24,8 +26,6 @@ import {
   peerChannelCredentials,
 } from '../src/peer/peerTls.js';
 import { peerTlsGap, resolveWorkerChannel, type WorkerChannel } from '../src/security.js';
-import { makeTestCertificates, type TestCertificates } from './certificates.js';
-import { ringCall } from './peerProbe.js';
 
 const TOKEN = 'peer-tls-token-0123456789abcdef';
 /** How long both members may take to settle after a failed handshake, on a loaded machine. */

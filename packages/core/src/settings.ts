@@ -7,7 +7,11 @@
  *
  * Each setting comes from, in this order of precedence:
  *
- *     command-line flags  >  environment variables  >  the config file  >  built-in defaults
+ *     command-line flags  >  environment variables  >  the config file  >  a preset  >  built-in defaults
+ *
+ * A preset is a named bundle of values (a training recipe, say) that a program ships and a user
+ * picks with one setting, such as `--preset five-epochs`; anything given any other way overrides
+ * it, value by value, and --print-config names the preset as each value's source.
  *
  * A setting has one value of type `string`, `number` or `boolean`, or is a `list` of strings
  * (`readonly string[]`), such as a repeatable `--plugin <module>`: each `--plugin` on the command
@@ -266,6 +270,21 @@ export interface FileForm<Key extends string> {
   readonly check?: (value: string, label: string) => unknown;
 }
 
+/** One named preset: what it is for, and the values it gives the settings it names. */
+export interface SettingsPreset<Key extends string = string> {
+  /** One line for help and docs, such as what the recipe reaches and in how long. */
+  readonly description: string;
+  /** Values as resolved settings hold them (a number for a number setting, and so on). */
+  readonly values: Readonly<Partial<Record<Key, SettingValue>>>;
+}
+
+/** A program's presets: the string setting that picks one, and the presets by name. */
+export interface SettingsPresets<Key extends string = string> {
+  /** The setting whose value names the preset, such as `preset` (`--preset <name>`). */
+  readonly setting: Key;
+  readonly presets: Readonly<Record<string, SettingsPreset<Key>>>;
+}
+
 /** A program's settings: its table and what messages about its config file say. */
 export interface SettingsModel<Table extends SettingTable> {
   readonly settings: Table;
@@ -274,10 +293,13 @@ export interface SettingsModel<Table extends SettingTable> {
   /** A short config file for messages, such as `{"coordinator": "10.0.0.5:7070"}`. */
   readonly example: string;
   readonly fileForms: readonly FileForm<SettingKeyOf<Table>>[];
+  /** Named bundles of values between the config file and the defaults; absent: none. */
+  readonly presets?: SettingsPresets<SettingKeyOf<Table>>;
 }
 
 /**
- * Checks a table (each flag and key once, `--config` not among them) and returns the model the
+ * Checks a table (each flag and key once, `--config` not among them) and its presets (each value
+ * of a setting that exists, of its type, and one its parser accepts), and returns the model the
  * other functions take. Throws at startup, so a mistake in a table fails every test of its CLI.
  */
 export function defineSettings<const Table extends SettingTable>(model: {
@@ -285,6 +307,7 @@ export function defineSettings<const Table extends SettingTable>(model: {
   subject: string;
   example: string;
   fileForms?: readonly FileForm<SettingKeyOf<Table>>[];
+  presets?: SettingsPresets<SettingKeyOf<Table>>;
 }): SettingsModel<Table> {
   const seen = new Set<string>([CONFIG_FLAG]);
   for (const spec of model.settings) {
@@ -302,7 +325,57 @@ export function defineSettings<const Table extends SettingTable>(model: {
       );
     }
   }
+  if (model.presets) checkPresets(model.subject, model.settings, model.presets);
   return { ...model, fileForms: model.fileForms ?? [] };
+}
+
+/** Throws INTERNAL for a preset table that could give a setting a value it would refuse. */
+function checkPresets(subject: string, table: SettingTable, presets: SettingsPresets): void {
+  const wrong = (problem: string) =>
+    new ShardlineError(
+      'INTERNAL',
+      `The ${subject} presets are wrong: ${problem}. Fix the preset table.`,
+    );
+  const picker = table.find((s) => s.key === presets.setting);
+  if (picker?.type !== 'string') {
+    throw wrong(`they are picked by "${presets.setting}", expected a string setting of the table`);
+  }
+  const names = Object.keys(presets.presets);
+  if (JSON.stringify(picker.choices ?? []) !== JSON.stringify(names)) {
+    throw wrong(
+      `${picker.flag} offers ${JSON.stringify(picker.choices ?? [])}, expected exactly the preset names ${JSON.stringify(names)}`,
+    );
+  }
+  for (const [name, preset] of Object.entries(presets.presets)) {
+    for (const [key, value] of Object.entries(preset.values)) {
+      const spec = table.find((s) => s.key === key);
+      if (!spec || spec === picker || spec.secret) {
+        throw wrong(
+          `preset ${name} sets "${key}", expected a setting of the table other than the preset itself or a secret`,
+        );
+      }
+      const type = Array.isArray(value) ? 'list' : typeof value;
+      if (type !== spec.type) {
+        throw wrong(
+          `preset ${name} gives ${spec.flag} ${JSON.stringify(value)}, expected a ${spec.type}`,
+        );
+      }
+      const items = Array.isArray(value)
+        ? (value as readonly string[])
+        : [value as string | number | boolean];
+      for (const item of items) {
+        try {
+          if (JSON.stringify(spec.parse(String(item))) !== JSON.stringify(item)) {
+            throw new Expectation(`${JSON.stringify(item)} as it parses`);
+          }
+        } catch (error) {
+          throw wrong(
+            `preset ${name} gives ${spec.flag} ${JSON.stringify(item)}, which its parser refuses (${(error as Error).message})`,
+          );
+        }
+      }
+    }
+  }
 }
 
 /** The environment variable of a flag: `SHARDLINE_` + its name in upper snake case. */
@@ -481,6 +554,7 @@ export type SettingSource =
   | { kind: 'flag'; flag: string }
   | { kind: 'env'; variable: string }
   | { kind: 'file'; path: string }
+  | { kind: 'preset'; name: string }
   | { kind: 'default' }
   | { kind: 'unset' };
 
@@ -514,6 +588,8 @@ export function describeSource(source: SettingSource): string {
       return `env ${source.variable}`;
     case 'file':
       return `file ${source.path}`;
+    case 'preset':
+      return `preset ${source.name}`;
     case 'default':
       return 'default';
     case 'unset':
@@ -912,24 +988,40 @@ export function resolveSettings<Table extends SettingTable>(
     : {};
   const flags: Partial<Record<string, SettingValue>> = input.flags;
 
+  // Above the defaults only: the preset is picked like any setting, then fills what nothing
+  // else gave.
+  const given = (spec: SettingSpec): ResolvedSetting<SettingKeyOf<Table>> | undefined => {
+    const key: SettingKeyOf<Table> = spec.key;
+    const fromFlag = flags[key];
+    if (fromFlag !== undefined) {
+      return { key, value: fromFlag, source: { kind: 'flag', flag: spec.flag } };
+    }
+    const fromEnv = envSetting(spec, env);
+    if (fromEnv !== undefined) {
+      return { key, value: fromEnv, source: { kind: 'env', variable: spec.env } };
+    }
+    const fileValue = fromFile[key];
+    if (fileValue !== undefined && configFile) {
+      return { key, value: fileValue, source: { kind: 'file', path: configFile.path } };
+    }
+    return undefined;
+  };
+  const pickerSpec = model.presets && specOf(model, model.presets.setting);
+  const picked = pickerSpec && given(pickerSpec);
+  const presetName = typeof picked?.value === 'string' ? picked.value : undefined;
+  const preset = presetName === undefined ? undefined : model.presets?.presets[presetName];
+
   const entries = new Map<string, ResolvedSetting<SettingKeyOf<Table>>>();
   for (const spec of model.settings) {
     const key: SettingKeyOf<Table> = spec.key;
-    const fromFlag = flags[key];
-    const fromEnv = envSetting(spec, env);
-    const fileValue = fromFile[key];
-    let entry: ResolvedSetting<SettingKeyOf<Table>>;
-    if (fromFlag !== undefined) {
-      entry = { key, value: fromFlag, source: { kind: 'flag', flag: spec.flag } };
-    } else if (fromEnv !== undefined) {
-      entry = { key, value: fromEnv, source: { kind: 'env', variable: spec.env } };
-    } else if (fileValue !== undefined && configFile) {
-      entry = { key, value: fileValue, source: { kind: 'file', path: configFile.path } };
-    } else if (spec.defaultValue) {
-      entry = { key, value: spec.defaultValue(), source: { kind: 'default' } };
-    } else {
-      entry = { key, value: undefined, source: { kind: 'unset' } };
-    }
+    const presetValue = preset?.values[key];
+    const entry: ResolvedSetting<SettingKeyOf<Table>> =
+      given(spec) ??
+      (presetValue !== undefined && presetName !== undefined
+        ? { key, value: presetValue, source: { kind: 'preset', name: presetName } }
+        : spec.defaultValue
+          ? { key, value: spec.defaultValue(), source: { kind: 'default' } }
+          : { key, value: undefined, source: { kind: 'unset' } });
     entries.set(key, entry);
   }
 
@@ -948,9 +1040,10 @@ export function resolveSettings<Table extends SettingTable>(
 }
 
 const RANK: Record<SettingSource['kind'], number> = {
-  flag: 4,
-  env: 3,
-  file: 2,
+  flag: 5,
+  env: 4,
+  file: 3,
+  preset: 2,
   default: 1,
   unset: 0,
 };

@@ -1,7 +1,7 @@
 /**
  * The generic settings resolver with a small table of its own: names derived from the flag,
  * types inferred from the table, one order of precedence (flag > environment > config file >
- * default), the same parser and the same kind of message for every source, config files (real
+ * preset > default), the same parser and the same kind of message for every source, config files (real
  * files in a temporary folder), a setting given as a file, and what --print-config shows.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -228,6 +228,93 @@ describe('precedence: flag > environment > config file > default', () => {
   it('reads switches from the environment as 1/true/yes/on or 0/false/no/off', () => {
     expect(resolve({ env: { SHARDLINE_NO_CACHE: 'YES' } }).settings.noCache).toBe(true);
     expect(resolve({ env: { SHARDLINE_NO_CACHE: 'off' } }).settings.noCache).toBe(false);
+  });
+});
+
+describe('presets: flag > environment > config file > preset > default', () => {
+  const PRESET_TABLE = [
+    ...TABLE.slice(0, 4),
+    setting({
+      flag: '--preset',
+      argument: '<name>',
+      description: 'a bundle of values',
+      type: 'string',
+      choices: ['big', 'green'],
+      parse: oneOf(['big', 'green'] as const),
+    }),
+  ] as const;
+  const presets = {
+    setting: 'preset',
+    presets: {
+      big: { description: 'many, in green', values: { count: 100, colour: 'green' } },
+      green: { description: 'green only', values: { colour: 'green' } },
+    },
+  } as const;
+  const model = defineSettings({
+    settings: PRESET_TABLE,
+    subject: 'test',
+    example: '{}',
+    presets,
+  });
+  const resolveWith = (input: Partial<SettingsInput<typeof PRESET_TABLE>>) =>
+    resolveSettings(model, { flags: {}, env: {}, cwd: dir, ...input });
+
+  it('fills what nothing else set, and names the preset as the source', () => {
+    const picked = resolveWith({ flags: { preset: 'big' } });
+    expect(picked.settings).toMatchObject({ count: 100, colour: 'green', noCache: false });
+    expect(sourceOf(picked, 'count')).toEqual({ kind: 'preset', name: 'big' });
+    expect(sourceOf(picked, 'noCache')).toEqual({ kind: 'default' });
+    expect(formatSettings(model, picked)).toMatch(/^count\s+100\s+preset big$/m);
+    // Without one, the defaults.
+    expect(resolveWith({}).settings).toMatchObject({ count: 3, colour: 'red' });
+  });
+
+  it('gives way, value by value, to a flag, the environment and the config file', () => {
+    const config = file(JSON.stringify({ preset: 'big', colour: 'red' }));
+    const resolved = resolveWith({ configFlag: config, env: { SHARDLINE_COUNT: '5' } });
+    expect(resolved.settings).toMatchObject({ preset: 'big', count: 5, colour: 'red' });
+    expect(resolveWith({ flags: { preset: 'big', count: 1 } }).settings.count).toBe(1);
+    // The preset itself may come from any source; the flag picks over the environment.
+    const picked = resolveWith({ flags: { preset: 'green' }, env: { SHARDLINE_PRESET: 'big' } });
+    expect(picked.settings).toMatchObject({ preset: 'green', count: 3, colour: 'green' });
+  });
+
+  it('refuses an unknown preset name, listing the ones there are', () => {
+    const error = caught(() => resolveWith({ env: { SHARDLINE_PRESET: 'huge' } }));
+    expect(error.message).toContain('SHARDLINE_PRESET');
+    expect(error.message).toMatch(/big.*green/);
+  });
+
+  it('refuses, at definition, a preset that sets an unknown setting, the wrong type or a value its parser refuses', () => {
+    const define = (values: Record<string, unknown>) => () =>
+      defineSettings({
+        settings: PRESET_TABLE,
+        subject: 'test',
+        example: '{}',
+        presets: {
+          setting: 'preset',
+          presets: {
+            big: { description: '', values: values as never },
+            green: presets.presets.green,
+          },
+        },
+      });
+    expect(define({ size: 3 })).toThrow(/preset big sets "size", expected a setting of the table/);
+    expect(define({ count: '3' })).toThrow(/preset big gives --count "3", expected a number/);
+    expect(define({ colour: 'blue' })).toThrow(
+      /preset big gives --colour "blue", which its parser refuses/,
+    );
+    expect(define({ preset: 'green' })).toThrow(/preset big sets "preset"/);
+    const unlisted = () =>
+      defineSettings({
+        settings: PRESET_TABLE,
+        subject: 'test',
+        example: '{}',
+        presets: { setting: 'preset', presets: { big: presets.presets.big } },
+      });
+    expect(unlisted).toThrow(
+      /--preset offers \["big","green"\], expected exactly the preset names \["big"\]/,
+    );
   });
 });
 

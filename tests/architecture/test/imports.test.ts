@@ -4,13 +4,34 @@
  * package a file imports is declared in its package.json. The manifests test checks the
  * declared dependencies; this one checks what the code really imports, so a stray relative path
  * into another app or a forgotten dependency fails here instead of on a user's machine.
+ *
+ * The apps' tests share helpers through @shardline/test-support (tests/support), a private
+ * workspace package. It is checked with the rest, as a package that may import no app: else it
+ * would be a way for one app's tests to reach another app's code.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { repoRoot, workspacePackages } from '../../release/lib/workspace.js';
+import {
+  type PrivatePackage,
+  privateWorkspacePackages,
+  repoRoot,
+  type WorkspacePackage,
+  workspacePackages,
+} from '../../release/lib/workspace.js';
 
-const packages = workspacePackages();
+/**
+ * A package whose imports are checked: the published ones, and the private test helpers, which
+ * workspacePackages() leaves out since the release tests must not try to publish them.
+ * (tests/api is left out on purpose: it is a user's program, importing the apps by name.)
+ */
+type CheckedPackage = PrivatePackage & { kind: WorkspacePackage['kind'] | 'test-support' };
+
+const TEST_SUPPORT = '@shardline/test-support';
+const found = privateWorkspacePackages().find((pkg) => pkg.manifest.name === TEST_SUPPORT);
+if (!found) throw new Error(`No private workspace package under tests/ is named ${TEST_SUPPORT}.`);
+const testSupport: CheckedPackage = { ...found, kind: 'test-support' };
+const packages: CheckedPackage[] = [...workspacePackages(), testSupport];
 const byName = new Map(packages.map((pkg) => [pkg.manifest.name, pkg]));
 const apps = packages.filter((pkg) => pkg.kind === 'app');
 
@@ -73,6 +94,7 @@ describe('import rules (design.md, "Layout and data flow")', () => {
       '@shardline/worker',
     ]);
     expect(files.length).toBeGreaterThan(50);
+    expect(files.filter(({ pkg }) => pkg === testSupport).length).toBeGreaterThan(0);
   });
 
   it('no app imports code of another app, and no package imports an app', () => {
@@ -89,7 +111,12 @@ describe('import rules (design.md, "Layout and data flow")', () => {
   });
 
   it('only the apps and @shardline/protocol import @grpc/grpc-js', () => {
-    const allowed = new Set(['@shardline/protocol', ...apps.map((app) => app.manifest.name)]);
+    // The test helpers count as the apps' tests: their peer probe dials as a worker does.
+    const allowed = new Set([
+      '@shardline/protocol',
+      testSupport.manifest.name,
+      ...apps.map((app) => app.manifest.name),
+    ]);
     const offences = files
       .filter(({ pkg }) => !allowed.has(pkg.manifest.name))
       .flatMap(({ file, imports }) =>
@@ -123,6 +150,35 @@ describe('import rules (design.md, "Layout and data flow")', () => {
         .map((target) => `${relative(repoRoot, file)} imports ${target}, not in its package.json`);
     });
     expect(offences).toEqual([]);
+  });
+});
+
+describe('the shared test helpers (tests/support)', () => {
+  it('are private, so nothing publishes them', () => {
+    expect(testSupport.dir).toBe('tests/support');
+    expect(testSupport.manifest.private).toBe(true);
+  });
+
+  it('reach only tests: no shipped source imports them, and no app depends on them at run time', () => {
+    const name = testSupport.manifest.name;
+    const offences = files
+      .filter(({ pkg, file }) => pkg !== testSupport && file.includes(`${sep}src${sep}`))
+      .flatMap(({ file, imports }) =>
+        imports
+          .filter((specifier) => targetPackage(file, specifier) === name)
+          .map((specifier) => `${relative(repoRoot, file)} imports ${specifier}`),
+      );
+    expect(offences).toEqual([]);
+    const runtime = packages
+      .filter((pkg) =>
+        Object.keys({
+          ...pkg.manifest.dependencies,
+          ...pkg.manifest.optionalDependencies,
+          ...pkg.manifest.peerDependencies,
+        }).includes(name),
+      )
+      .map((pkg) => pkg.manifest.name);
+    expect(runtime).toEqual([]);
   });
 });
 

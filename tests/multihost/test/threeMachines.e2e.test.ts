@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeCertificate } from '../../../apps/coordinator/test/certificates.js';
+import { makeCertificate } from '../../support/src/certificates.js';
 import {
   createVirtualLan,
   inHost,

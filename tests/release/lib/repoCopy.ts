@@ -6,14 +6,14 @@
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, symlinkSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { repoRoot, workspacePackages } from './workspace.js';
+import { privateWorkspacePackages, repoRoot, workspacePackages } from './workspace.js';
 
 /**
  * Copies every file git tracks or would track (untracked but not ignored) into `dest`, plus
  * each package's built dist/, and links what pnpm needs to publish from there: the root
  * node_modules (the changesets CLI and its changelog module) and, in each package, its
- * `@shardline/*` dependencies as pnpm install would (pnpm reads their versions from there to
- * replace `workspace:*`). Returns `dest`.
+ * `@shardline/*` dependencies, private ones included, as pnpm install would (pnpm reads their
+ * versions from there to replace `workspace:*`). Returns `dest`.
  */
 export function copyWorkingTree(dest: string): string {
   const listed = execFileSync(
@@ -40,7 +40,11 @@ export function copyWorkingTree(dest: string): string {
     cpSync(dist, join(dest, pkg.dir, 'dist'), { recursive: true });
   }
   symlinkSync(join(repoRoot, 'node_modules'), join(dest, 'node_modules'), 'dir');
-  const dirs = new Map(packages.map((pkg) => [pkg.manifest.name, pkg.dir]));
+  // A published package may name a private one too (a dev dependency on the test helpers):
+  // pnpm pack fails on a `workspace:*` it cannot find installed.
+  const dirs = new Map(
+    [...packages, ...privateWorkspacePackages()].map((pkg) => [pkg.manifest.name, pkg.dir]),
+  );
   for (const pkg of packages) {
     const { dependencies, devDependencies, optionalDependencies, peerDependencies } = pkg.manifest;
     const names = Object.keys({

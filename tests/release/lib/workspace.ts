@@ -2,7 +2,7 @@
  * The workspace as the release tests see it: which packages exist, what kind they are, and a
  * build step that makes sure dist/ is current before anything is packed.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import { findPnpm, repoRoot } from '../../../scripts/pack-all.mjs';
 import { runOk } from './processes.js';
@@ -55,6 +55,33 @@ export function workspacePackages(root = repoRoot): WorkspacePackage[] {
         ) as Manifest,
       })),
   );
+}
+
+/** A private workspace package under tests/: its folder from the repository root, its manifest. */
+export interface PrivatePackage {
+  dir: string;
+  manifest: Manifest;
+}
+
+/**
+ * The private workspace packages under tests/ (tests/api, tests/support), by folder name. They
+ * are never published, so no release check applies to them; but pnpm still replaces a
+ * `workspace:*` range that names one (the apps' dev dependency on @shardline/test-support) when
+ * it packs, so a release copy must link them too.
+ */
+export function privateWorkspacePackages(root = repoRoot): PrivatePackage[] {
+  return readdirSync(join(root, 'tests'), { withFileTypes: true })
+    .filter(
+      (entry) => entry.isDirectory() && existsSync(join(root, 'tests', entry.name, 'package.json')),
+    )
+    .map((entry) => entry.name)
+    .sort()
+    .map((name) => ({
+      dir: `tests/${name}`,
+      manifest: JSON.parse(
+        readFileSync(join(root, 'tests', name, 'package.json'), 'utf8'),
+      ) as Manifest,
+    }));
 }
 
 /**

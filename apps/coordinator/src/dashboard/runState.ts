@@ -15,6 +15,7 @@
 import { hostname } from 'node:os';
 import type { MisclassifiedSample } from '@shardline/metrics';
 import type { EpochMetrics, StepProgress } from '@shardline/training';
+import { type ConfusionCell, confusionCells } from '../report/charts.js';
 import { type StepEventFields, stepEvent } from '../report/recorder.js';
 import type { Reporter, StartedInfo, WorkerLeftInfo } from '../reporter.js';
 import { createEtaClock, type EtaClock } from '../terminal/eta.js';
@@ -96,11 +97,16 @@ export type TrainPoint = StepEventFields & {
  */
 export type TestPoint = Omit<EpochMetrics, 'confusion' | 'misclassified'> & { time: number };
 
-/** The latest confusion matrix: `matrix[t][p]` counts test images of class `t` predicted `p`. */
+/**
+ * The latest confusion matrix: `matrix[t][p]` counts test images of class `t` predicted `p`.
+ * `cells` are the same counts as the heat map's rows (report/charts.ts `confusionCells`), so the
+ * page draws them as they come and report.html and the page shape them with one function.
+ */
 export interface ConfusionSnapshot {
   epoch: number;
   class_names: string[];
   matrix: number[][];
+  cells: ConfusionCell[];
 }
 
 /**
@@ -373,7 +379,14 @@ export function createRunState(options: RunStateOptions = {}): RunState {
       const { confusion: matrix, misclassified: wrong, ...metrics } = m;
       const point: TestPoint = { ...metrics, time: t };
       test.push(point);
-      if (matrix) confusion = { epoch: m.epoch, class_names: classNames, matrix };
+      if (matrix) {
+        confusion = {
+          epoch: m.epoch,
+          class_names: classNames,
+          matrix,
+          cells: confusionCells(matrix, classNames),
+        };
+      }
       if (wrong) misclassified = { epoch: m.epoch, samples: wrong };
       emit({
         event: 'epoch_end',

@@ -68,12 +68,12 @@ export interface ClusterOptions {
   /** How long `members()` waits below the minimum before failing the job (0: forever). */
   waitTimeoutMs?: number;
   /**
-   * An idle worker (no share outstanding) silent this long is dropped (0: never). Workers send
-   * an application heartbeat every `heartbeatIntervalMs`; during a step the per-step deadline
+   * A worker silent this long is dropped (0: never), idle or evaluating. Workers send an
+   * application heartbeat every `heartbeatIntervalMs`; during a step the per-step deadline
    * applies instead, since a worker cannot send anything while its event loop computes.
    */
   workerTimeoutMs?: number;
-  /** Told to workers in JoinResponse. Default 2,000 ms. */
+  /** Told to workers in JoinResponse. Default {@link heartbeatIntervalFor} `workerTimeoutMs`. */
   heartbeatIntervalMs?: number;
   /** The decoded image-folder file FetchDataset sends (jobs on an image folder). */
   datasetFile?: DatasetFile;
@@ -334,8 +334,17 @@ function join(state: ClusterState, request: JoinRequest): JoinResponse {
     protocolVersion: PROTOCOL_VERSION,
     job: options.job,
     weightsVersion: 0n,
-    heartbeatIntervalMs: options.heartbeatIntervalMs ?? 2000,
+    heartbeatIntervalMs:
+      options.heartbeatIntervalMs ?? heartbeatIntervalFor(options.workerTimeoutMs),
   };
+}
+
+/**
+ * Every 2 s, or a quarter of `--worker-timeout` when that is shorter: a worker in the middle of
+ * an evaluation batch sends its heartbeat late, and a late one must not read as silence.
+ */
+export function heartbeatIntervalFor(workerTimeoutMs: number | undefined): number {
+  return workerTimeoutMs && workerTimeoutMs > 0 ? Math.min(2000, workerTimeoutMs / 4) : 2000;
 }
 
 /** Leave: forgets a worker that joined (it may not have attached). */
@@ -487,9 +496,10 @@ function attachWorker(
 }
 
 /**
- * Drops idle workers (no share outstanding) that sent nothing for `workerTimeoutMs`, checking
- * every second. During a step the per-step deadline applies instead: a computing worker's event
- * loop cannot send heartbeats.
+ * Drops workers that sent nothing for `workerTimeoutMs`, checking every second, unless they are
+ * busy with a step: a computing worker's event loop cannot send heartbeats, and the step's own
+ * deadline applies instead. Evaluations have no deadline of their own (their length depends on
+ * the test set and the model), so this sweep is what ends one a worker will never answer.
  */
 function startHeartbeatSweep(state: ClusterState): NodeJS.Timeout | undefined {
   const silenceMs = state.options.workerTimeoutMs ?? 0;

@@ -375,7 +375,7 @@ export function createRemoteRingWorker(
       return lastSeenMs;
     },
     get busy() {
-      return reduce !== undefined || evaluation !== undefined || pull !== undefined || pushing > 0;
+      return reduce !== undefined || pull !== undefined || pushing > 0;
     },
     async computeShare(assignment) {
       throw new ShardlineError(

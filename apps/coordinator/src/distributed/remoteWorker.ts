@@ -108,7 +108,12 @@ export interface RemoteWorker extends TrainingWorker {
   readonly lastSeenMs: number;
   /** Its last accepted share: images and the seconds it reported computing them (the dashboard). */
   readonly lastShare: { samples: number; computeSeconds: number } | undefined;
-  /** True while a share or an evaluation is outstanding (the worker may be computing, silently). */
+  /**
+   * True while a step's work is outstanding (a share; in ring mode also a reduction or a state
+   * transfer): the worker may be computing without a heartbeat, and that call's deadline applies
+   * instead of the silence sweep. An evaluation does not count: a worker heartbeats between its
+   * evaluation batches, so one that stays silent through an evaluation is gone or stuck.
+   */
   readonly busy: boolean;
   /** Feeds a message the worker sent (the server's data handler calls this). */
   receive(message: TrainRequest): void;
@@ -313,7 +318,7 @@ export function createRemoteWorker(
       return lastSeenMs;
     },
     get busy() {
-      return gradient !== undefined || evaluation !== undefined;
+      return gradient !== undefined;
     },
     async computeShare(assignment, weights, signal) {
       guard(signal);

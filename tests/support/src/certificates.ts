@@ -1,3 +1,7 @@
+/**
+ * Certificates for the TLS tests of both apps (and tests/multihost): one openssl recipe, so a
+ * change of curve, lifetime or flags reaches every TLS test at once.
+ */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,6 +45,22 @@ export function makeCertificate(
 }
 
 const LEAF = 'basicConstraints=critical,CA:FALSE';
+const BOTH_USAGES = 'extendedKeyUsage=serverAuth,clientAuth';
+
+/**
+ * Makes `<dir>/<name>.pem` and `.key`, signed by `<dir>/<ca>.pem`: a worker certificate that
+ * can take part in a ring under mutual TLS, since it serves its peer endpoint with it (server
+ * authentication, for the host it advertises: 127.0.0.1 in tests) and dials its peers and the
+ * coordinator with it (client authentication). Its subject is `CN=<subject>`, `name` unless given.
+ */
+export function makeRingPeerCertificate(
+  dir: string,
+  name: string,
+  ca: string,
+  subject: string = name,
+): void {
+  makeCertificate(dir, name, subject, ca, ['subjectAltName=IP:127.0.0.1', LEAF, BOTH_USAGES]);
+}
 
 /**
  * The certificates the peer TLS tests use, in a temporary folder: `ca` and `other-ca`, and
@@ -62,11 +82,10 @@ export interface TestCertificates {
 /** Makes {@link TestCertificates} (about a second of openssl). */
 export function makeTestCertificates(): TestCertificates {
   const dir = mkdtempSync(join(tmpdir(), 'shardline-peer-tls-'));
-  const both = 'extendedKeyUsage=serverAuth,clientAuth';
   makeCertificate(dir, 'ca', 'Shardline test CA', undefined, []);
   makeCertificate(dir, 'other-ca', 'Some other CA', undefined, []);
-  makeCertificate(dir, 'peer-a', 'worker-a', 'ca', ['subjectAltName=IP:127.0.0.1', LEAF, both]);
-  makeCertificate(dir, 'peer-b', 'worker-b', 'ca', ['subjectAltName=IP:127.0.0.1', LEAF, both]);
+  makeRingPeerCertificate(dir, 'peer-a', 'ca', 'worker-a');
+  makeRingPeerCertificate(dir, 'peer-b', 'ca', 'worker-b');
   makeCertificate(dir, 'no-usage', 'worker-n', 'ca', [
     'subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost',
     LEAF,
@@ -84,13 +103,9 @@ export function makeTestCertificates(): TestCertificates {
   makeCertificate(dir, 'elsewhere', 'worker-e', 'ca', [
     'subjectAltName=DNS:elsewhere.example',
     LEAF,
-    both,
+    BOTH_USAGES,
   ]);
-  makeCertificate(dir, 'stranger', 'worker-x', 'other-ca', [
-    'subjectAltName=IP:127.0.0.1',
-    LEAF,
-    both,
-  ]);
+  makeRingPeerCertificate(dir, 'stranger', 'other-ca', 'worker-x');
   const path = (name: string, ext: 'pem' | 'key' = 'pem') => join(dir, `${name}.${ext}`);
   return {
     dir,
