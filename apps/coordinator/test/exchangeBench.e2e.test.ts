@@ -5,12 +5,12 @@
  * carries every gradient and weight copy, ring's carries none of them and each worker's link
  * carries about one gradient each way. Speeds are the benchmark's business, never a test's.
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runToEnd } from './processes.js';
 
 const bench = fileURLToPath(new URL('../bench/exchange.bench.mjs', import.meta.url));
 
@@ -36,35 +36,21 @@ describe('pnpm bench:exchange, short', () => {
     timeout: 240_000,
   }, async (context) => {
     const json = join(dir, 'exchange.json');
-    const run = await new Promise<{ code: number | null; output: string }>((resolve) => {
-      const child = spawn(
-        process.execPath,
-        [
-          bench,
-          '--workers',
-          '2',
-          '--steps',
-          '6',
-          '--rate',
-          '1gbit',
-          '--params',
-          '200k',
-          '--modes',
-          'star,ring',
-          '--json',
-          json,
-        ],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      let output = '';
-      child.stdout.on('data', (d: Buffer) => {
-        output += d;
-      });
-      child.stderr.on('data', (d: Buffer) => {
-        output += d;
-      });
-      child.on('close', (code) => resolve({ code, output }));
-    });
+    const run = await runToEnd(process.execPath, [
+      bench,
+      '--workers',
+      '2',
+      '--steps',
+      '6',
+      '--rate',
+      '1gbit',
+      '--params',
+      '200k',
+      '--modes',
+      'star,ring',
+      '--json',
+      json,
+    ]);
     // Without root or iproute2 the benchmark says why and skips; so does this test.
     if (/exchange benchmark skipped/.test(run.output)) context.skip();
     expect(run.code, run.output).toBe(0);

@@ -114,3 +114,25 @@ export async function logged(
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/**
+ * Runs `command` to its end and resolves with its exit code and its stdout and stderr
+ * interleaved as they came (for programs whose whole output a test reads afterwards).
+ */
+export function runToEnd(
+  command: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => {
+      output += d;
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      output += d;
+    });
+    child.on('close', (code) => resolve({ code, output }));
+  });
+}

@@ -5,12 +5,13 @@
  * `<out>/logs/<name>.log` and nowhere on the terminal, and the normal end must not read like a
  * failure. 10 to 20 s a run on two cores.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runToEnd } from './processes.js';
 import { cliPath, runCli } from './runCli.js';
 
 const JOB = [
@@ -141,21 +142,11 @@ describe('the coordinator terminal output', () => {
       ]
         .map((arg) => `'${arg}'`)
         .join(' ');
-      const raw = await new Promise<{ code: number | null; output: string }>((resolve) => {
-        const child = spawn(
-          'script',
-          ['-qfec', `stty cols 160 rows 50; exec ${command}`, '/dev/null'],
-          { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COLUMNS: '160' } },
-        );
-        let output = '';
-        child.stdout.on('data', (d: Buffer) => {
-          output += d;
-        });
-        child.stderr.on('data', (d: Buffer) => {
-          output += d;
-        });
-        child.on('close', (code) => resolve({ code, output }));
-      });
+      const raw = await runToEnd(
+        'script',
+        ['-qfec', `stty cols 160 rows 50; exec ${command}`, '/dev/null'],
+        { ...process.env, COLUMNS: '160' },
+      );
       expect(raw.code, raw.output.slice(-3000)).toBe(0);
       const { lines, drawn } = emulateTerminal(raw.output);
       const bars = drawn.filter((l) => /^Epoch 1\/1 {2}\[[=>.]+\]/.test(l));

@@ -218,6 +218,28 @@ const STEP_PARTS = [
 ] as const;
 
 /**
+ * Splits each row (a step, or an epoch's per-step means) into one row per part of
+ * {@link STEP_PARTS}: `part`, its `seconds`, and its `order` in the stack. "other" is what the
+ * step took beyond compute, exchange and optimizer.
+ */
+const STEP_PART_TRANSFORMS = [
+  {
+    calculate:
+      'max(0, datum.step_seconds - datum.compute_seconds - datum.exchange_seconds - datum.optimizer_seconds)',
+    as: 'other_seconds',
+  },
+  { fold: STEP_PARTS.map(([, field]) => field), as: ['field', 'seconds'] },
+  {
+    calculate: `{${STEP_PARTS.map(([part, field]) => `'${field}': '${part}'`).join(', ')}}[datum.field]`,
+    as: 'part',
+  },
+  {
+    calculate: `indexof([${STEP_PARTS.map(([part]) => `'${part}'`).join(', ')}], datum.part)`,
+    as: 'order',
+  },
+] as const satisfies NonNullable<TopLevelSpec['transform']>;
+
+/**
  * Mean time per step of each epoch, stacked: the slowest worker's compute, the exchange, the
  * optimizer, and the rest of the step (scheduling, bookkeeping).
  */
@@ -228,22 +250,7 @@ export function stepTimeChart(): TopLevelSpec {
     width: WIDTH,
     height: HEIGHT,
     data: { name: DATASETS.epochs },
-    transform: [
-      {
-        calculate:
-          'max(0, datum.step_seconds - datum.compute_seconds - datum.exchange_seconds - datum.optimizer_seconds)',
-        as: 'other_seconds',
-      },
-      { fold: STEP_PARTS.map(([, field]) => field), as: ['field', 'seconds'] },
-      {
-        calculate: `{${STEP_PARTS.map(([part, field]) => `'${field}': '${part}'`).join(', ')}}[datum.field]`,
-        as: 'part',
-      },
-      {
-        calculate: `indexof([${STEP_PARTS.map(([part]) => `'${part}'`).join(', ')}], datum.part)`,
-        as: 'order',
-      },
-    ],
+    transform: [...STEP_PART_TRANSFORMS],
     mark: 'bar',
     encoding: {
       x: { field: 'epoch', type: 'ordinal', title: 'epoch', axis: { labelAngle: 0 } },
@@ -290,17 +297,7 @@ export function stepShareChart(options: CurveOptions = {}): TopLevelSpec {
     height: HEIGHT,
     data: { name: DATASETS.steps },
     transform: [
-      {
-        calculate:
-          'max(0, datum.step_seconds - datum.compute_seconds - datum.exchange_seconds - datum.optimizer_seconds)',
-        as: 'other_seconds',
-      },
-      { fold: STEP_PARTS.map(([, field]) => field), as: ['field', 'seconds'] },
-      {
-        calculate: `{${STEP_PARTS.map(([part, field]) => `'${field}': '${part}'`).join(', ')}}[datum.field]`,
-        as: 'part',
-      },
-      { calculate: `indexof([${parts.map((p) => `'${p}'`).join(', ')}], datum.part)`, as: 'order' },
+      ...STEP_PART_TRANSFORMS,
       // Averaged before thinning, so that a thinned point still stands for every step.
       ...(window > 1
         ? [

@@ -18,6 +18,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { ShardlineError } from '@shardline/core';
+import type { EpochMetrics } from '@shardline/training';
 
 /** One parsed line of events.jsonl: `event`, `time` and the event's fields. */
 export interface RecordedEvent {
@@ -100,26 +101,12 @@ export interface StepRecord {
   time: string;
 }
 
-/** One epoch's end (an `epoch_end` event's fields). */
-export interface EpochRecord {
-  epoch: number;
-  step: number;
-  train_loss: number;
-  train_accuracy: number;
-  test_loss: number;
-  test_accuracy: number;
-  images_per_second: number;
-  workers: number;
-  step_seconds?: number;
-  compute_seconds?: number;
-  exchange_seconds?: number;
-  optimizer_seconds?: number;
-  bytes_sent?: number;
-  bytes_received?: number;
-  ring_bytes?: number;
-  confusion?: number[][];
-  time: string;
-}
+/**
+ * One epoch's end: the `epoch_end` event's fields (the trainer's {@link EpochMetrics}, the one
+ * contract for them) and when it happened. `misclassified` may be there too; the report does
+ * not use it.
+ */
+export type EpochRecord = EpochMetrics & { time: string };
 
 /** A worker joining or leaving. */
 export interface MembershipChange {
